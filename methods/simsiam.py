@@ -1,0 +1,40 @@
+"""SimSiam (Chen & He 2021).
+
+Loss: D(p1, sg(z2))/2 + D(p2, sg(z1))/2 with D the negative cosine similarity; p = predictor(z),
+z = projector(encoder(v)), one shared encoder.
+Target rule: none besides the stop-gradient (sg) on the target branch; `stop_gradient: false` removes it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ssl_zoo.heads import mlp
+from ssl_zoo.method import Method, StepOutput
+
+
+def simsiam_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Negative cosine similarity, mean over the batch (z detached by the caller when stop-gradient is on)."""
+    return -F.cosine_similarity(p, z, dim=-1).mean()
+
+
+class SimSiam(Method):
+    def __init__(self, backbone: nn.Module, feat_dim: int, cfg):
+        super().__init__(backbone, feat_dim, cfg)
+        self.projector = mlp(feat_dim, cfg.projector)
+        pred = cfg.predictor
+        self.predictor = mlp(int(cfg.projector.out_dim), pred) if pred.enabled else nn.Identity()
+        self.predictor.requires_grad_(bool(pred.trainable))
+
+    def training_step(self, views, progress):
+        z1, z2 = self.projector(self.backbone(views[0])), self.projector(self.backbone(views[1]))
+        p1, p2 = self.predictor(z1), self.predictor(z2)
+        if self.cfg.stop_gradient:
+            z1, z2 = z1.detach(), z2.detach()
+        loss = simsiam_loss(p1, z2) / 2 + simsiam_loss(p2, z1) / 2
+        return StepOutput(loss)
+
+
+METHOD = SimSiam

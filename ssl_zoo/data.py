@@ -1,0 +1,145 @@
+"""Datasets as whole uint8 tensors [N, C, H, W] plus labels: small enough to live in memory (or on the GPU),
+so views are made batched, without per-sample loaders."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ssl_zoo.errors import UserError
+
+
+@dataclass
+class ImageData:
+    train_x: torch.Tensor  # uint8 [N, C, H, W], labelled train split
+    train_y: torch.Tensor  # int64 [N]
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    unlabeled_x: torch.Tensor | None = None  # extra images used only for pretraining (STL-10)
+
+    @property
+    def pretrain_x(self) -> torch.Tensor:
+        if self.unlabeled_x is None:
+            return self.train_x
+        return torch.cat([self.train_x, self.unlabeled_x])
+
+
+def _nchw(array: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.array(array, copy=True))
+    if t.ndim == 3:
+        t = t.unsqueeze(1)
+    elif t.shape[-1] in (1, 3):  # NHWC -> NCHW
+        t = t.permute(0, 3, 1, 2).contiguous()
+    return t.to(torch.uint8)
+
+
+def load_digits_data() -> ImageData:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    xtr, xte, ytr, yte = train_test_split(images, digits.target, test_size=0.25, stratify=digits.target,
+                                          random_state=0)
+    return ImageData(_nchw(xtr), torch.as_tensor(ytr), _nchw(xte), torch.as_tensor(yte), 10)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An MNIST-style idx file (optionally .gz)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+        zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+        if zero != 0 or dtype_code != 0x08:
+            raise ValueError("not a uint8 idx file")
+        shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+        return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    except (OSError, EOFError, ValueError, struct.error) as err:
+        raise UserError(f"cannot read {path}: {err} (the file is corrupt or truncated; re-download it)") from err
+
+
+def _find_idx(root: Path, stem: str) -> Path:
+    for folder in (root, root / "raw", root / "FashionMNIST" / "raw"):
+        for name in (stem, stem + ".gz"):
+            if (folder / name).is_file():
+                return folder / name
+    raise UserError(f"Fashion-MNIST file {stem}[.gz] not found under {root} "
+                    "(apt-get install dataset-fashion-mnist, or set data.root to a torchvision FashionMNIST root)")
+
+
+def load_fashion_mnist(root: Path) -> ImageData:
+    parts = [read_idx(_find_idx(root, f"{s}-{k}-idx{n}-ubyte"))
+             for s in ("train", "t10k") for k, n in (("images", 3), ("labels", 1))]
+    xtr, ytr, xte, yte = parts
+    if len(xtr) != len(ytr) or len(xte) != len(yte):
+        raise UserError(f"Fashion-MNIST under {root} has mismatched image/label counts (truncated files?)")
+    return ImageData(_nchw(xtr), torch.as_tensor(ytr.astype(np.int64)), _nchw(xte),
+                     torch.as_tensor(yte.astype(np.int64)), 10)
+
+
+def _torchvision(cls, root: Path, download: bool, **split) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        ds = cls(str(root), download=download, **split)
+    except RuntimeError as err:
+        raise UserError(f"{cls.__name__} not found under {root}: {err} (set data.root, or data.download=true "
+                        "with a network)") from err
+    labels = getattr(ds, "targets", None)
+    labels = ds.labels if labels is None else labels
+    return ds.data, np.asarray(labels, dtype=np.int64)
+
+
+def load_torchvision_data(name: str, root: Path, download: bool) -> ImageData:
+    import torchvision.datasets as tvd
+
+    if name in ("cifar10", "cifar100"):
+        cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+        (xtr, ytr), (xte, yte) = (_torchvision(cls, root, download, train=t) for t in (True, False))
+        return ImageData(_nchw(xtr), torch.as_tensor(ytr), _nchw(xte), torch.as_tensor(yte), 10 if name == "cifar10" else 100)
+    (xtr, ytr), (xte, yte), (xun, _) = (_torchvision(tvd.STL10, root, download, split=s)
+                                        for s in ("train", "test", "unlabeled"))
+    return ImageData(_nchw(xtr), torch.as_tensor(ytr), _nchw(xte), torch.as_tensor(yte), 10, _nchw(xun))
+
+
+def load_image_folder(root: Path, size: int) -> ImageData:
+    """root/train/<class>/* and root/val/<class>/*, decoded and resized once to size x size RGB."""
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    splits = []
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise UserError(f"image folder {root} needs {split}/<class>/ sub-folders")
+        ds = ImageFolder(str(root / split))
+        images = np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR))
+                           for p, _ in ds.samples])
+        splits.append((_nchw(images), torch.as_tensor(ds.targets), len(ds.classes)))
+    (xtr, ytr, k), (xte, yte, _) = splits
+    return ImageData(xtr, ytr, xte, yte, k)
+
+
+def load_data(cfg) -> ImageData:
+    """cfg is the `data` config node."""
+    name = str(cfg.name)
+    root = Path(str(cfg.root)).expanduser() if cfg.get("root") not in (None, "???") else None
+    if name == "digits":
+        data = load_digits_data()
+    elif name == "fashion_mnist":
+        data = load_fashion_mnist(root)
+    elif name in ("cifar10", "cifar100", "stl10"):
+        data = load_torchvision_data(name, root, bool(cfg.download))
+    elif name == "imagefolder":
+        if root is None:
+            raise UserError("data=imagefolder needs data.root=<folder with train/ and val/>")
+        data = load_image_folder(root, int(cfg.image_size))
+    else:
+        raise UserError(f"unknown dataset '{name}'")
+    if data.train_x.shape[1] != int(cfg.channels):
+        raise UserError(f"data.channels={cfg.channels} but {name} images have {data.train_x.shape[1]} channels")
+    return data

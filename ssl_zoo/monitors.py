@@ -1,0 +1,25 @@
+"""Collapse metrics on embeddings (rows = samples)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def z_std(z: torch.Tensor) -> float:
+    """Mean over channels of the std over samples of z/|z|: ~1/sqrt(d) when healthy, -> 0 when collapsed."""
+    return F.normalize(z.float(), dim=1).std(dim=0).mean().item()
+
+
+def singular_values(z: torch.Tensor) -> torch.Tensor:
+    """Singular values of the centred embedding matrix, sorted descending (the spectrum of its covariance)."""
+    z = z.float() - z.float().mean(dim=0)
+    return torch.linalg.svdvals(z)
+
+
+def effective_rank(z: torch.Tensor) -> float:
+    """RankMe: exp(entropy of p_k = s_k / sum s), between 1 (rank-1) and min(n, d)."""
+    s = singular_values(z)
+    p = s / s.sum().clamp_min(1e-12)
+    p = p[p > 0]
+    return torch.exp(-(p * p.log()).sum()).item()

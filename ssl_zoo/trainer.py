@@ -1,0 +1,217 @@
+"""The training loop: views -> method step -> optimizer -> target rule, with schedules, checkpoints, monitors.
+
+Every random draw is derived from (seed, epoch) for the data order and (seed, step) for the views, so a run
+resumed from any checkpoint replays exactly what an uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from ssl_zoo import monitors
+from ssl_zoo.checkpoint import load_checkpoint, save_checkpoint
+from ssl_zoo.data import ImageData
+from ssl_zoo.encoders import build_encoder
+from ssl_zoo.errors import UserError
+from ssl_zoo.method import Method, method_class
+from ssl_zoo.optim import build_optimizer, lr_at, peak_lr, set_lr
+from ssl_zoo.rundir import write_metrics
+from ssl_zoo.views import build_view_maker, plain_view
+
+PREEMPTED_EXIT_CODE = 3  # a run stopped by SIGTERM/SIGUSR2 after checkpointing; starting it again resumes
+
+
+class Preempted(Exception):
+    """Raised after the checkpoint that follows a stop signal."""
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite."""
+
+
+def pick_device(cfg: DictConfig) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda but no CUDA device is visible; use device=auto or device=cpu")
+    return torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def build_method(cfg: DictConfig, seed_offset: int = 0) -> Method:
+    """The method with its encoder, initialised from the seed (the same seed gives the same initial weights)."""
+    torch.manual_seed(int(cfg.seed) + seed_offset)
+    backbone, feat_dim = build_encoder(cfg.encoder, int(cfg.data.channels), int(cfg.data.image_size))
+    return method_class(str(cfg.method.name))(backbone, feat_dim, cfg.method)
+
+
+def step_generator(device: torch.device, seed: int, step: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, data: ImageData, run_dir: Path):
+        self.cfg, self.data, self.run_dir = cfg, data, run_dir
+        self.device = pick_device(cfg)
+        self.seed = int(cfg.seed)
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.mean, self.std = list(cfg.data.mean), list(cfg.data.std)
+        self.views = build_view_maker(cfg.views, self.mean, self.std)
+        self.method = build_method(cfg).to(self.device)
+        self.channels_last = self.device.type == "cuda" and cfg.trainer.channels_last in ("auto", True)
+        if self.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.method.param_groups(), cfg.trainer)
+        t = cfg.trainer
+        self.batch_size = int(t.batch_size)
+        self.images = data.pretrain_x.to(self.device)
+        self.steps_per_epoch = len(self.images) // self.batch_size
+        if self.steps_per_epoch == 0:
+            raise UserError(f"trainer.batch_size={self.batch_size} is larger than the {len(self.images)} "
+                            "training images; lower it")
+        self.total_steps = int(t.epochs) * self.steps_per_epoch
+        self.warmup_steps = min(int(float(t.warmup_epochs) * self.steps_per_epoch), self.total_steps)
+        self.peak_lr = peak_lr(t, self.batch_size)
+        bf16 = t.precision == "bf16" or (t.precision == "auto" and self.device.type == "cuda")
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext())
+        self.step_fn = torch.compile(self.method.training_step) if t.compile else self.method.training_step
+        self.monitor_x = data.test_x[: int(cfg.monitor.num_images)]
+        self.step, self.rows, self.elapsed = 0, [], 0.0
+        self.sums: dict[str, torch.Tensor] = {}
+        self.stop_requested = False
+
+    # --- checkpoints -------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {"method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                "rows": self.rows, "elapsed": self.elapsed,
+                "sums": {k: v.detach().cpu() for k, v in self.sums.items()}}
+
+    def restore(self) -> bool:
+        state = load_checkpoint(self.run_dir)
+        if state is None:
+            return False
+        try:
+            self.method.load_state_dict(state["method"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise UserError(f"checkpoint in {self.run_dir} does not fit this config ({type(err).__name__})") from err
+        self.step, self.rows, self.elapsed = int(state["step"]), list(state["rows"]), float(state["elapsed"])
+        self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
+        return True
+
+    def checkpoint(self) -> None:
+        save_checkpoint(self.run_dir, self.state())
+
+    # --- the loop ----------------------------------------------------------------------------------------
+    def _request_stop(self, signum, frame) -> None:
+        self.stop_requested = True
+
+    def fit(self) -> None:
+        handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGUSR2)}
+        try:
+            self._fit()
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+
+    def _fit(self) -> None:
+        epochs = int(self.cfg.trainer.epochs)
+        every = int(self.cfg.trainer.checkpoint_every)
+        while self.step < self.total_steps:
+            epoch = self.step // self.steps_per_epoch
+            self._run_epoch(epoch)
+            if self.stop_requested:
+                self.checkpoint()
+                raise Preempted(f"stopped at step {self.step}; checkpoint saved")
+            self._end_epoch(epoch)
+            if (epoch + 1) % every == 0 or epoch + 1 == epochs:
+                self.checkpoint()
+
+    def _run_epoch(self, epoch: int) -> None:
+        self.method.train()
+        order = epoch_order(len(self.images), self.seed, epoch)
+        first = self.step - epoch * self.steps_per_epoch
+        log_every = max(1, int(self.cfg.trainer.log_every))
+        bar = tqdm(range(first, self.steps_per_epoch), desc=f"epoch {epoch + 1}/{self.cfg.trainer.epochs}",
+                   disable=not self.cfg.progress_bar, leave=False, dynamic_ncols=True)
+        start, done = time.perf_counter(), 0
+        for i in bar:
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size].to(self.device)
+            logs = self._train_step(self.images[idx])
+            done += self.batch_size
+            if (i + 1) % log_every == 0:
+                loss = logs["loss"].item()
+                if not math.isfinite(loss):
+                    raise Diverged(f"loss is {loss} at step {self.step}, epoch {epoch + 1}")
+                bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{done / (time.perf_counter() - start):.0f}")
+            if self.stop_requested:
+                break
+        self.elapsed += time.perf_counter() - start
+        self.sums["images"] = self.sums.get("images", torch.zeros((), device=self.device)) + done
+        self.sums["seconds"] = self.sums.get("seconds", torch.zeros((), device=self.device)) + (
+            time.perf_counter() - start)
+
+    def _train_step(self, x_uint8: torch.Tensor) -> dict[str, torch.Tensor]:
+        progress = self.step / self.total_steps
+        lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.peak_lr, float(self.cfg.trainer.min_lr))
+        set_lr(self.optimizer, lr, self.peak_lr)
+        views = self.views(x_uint8, step_generator(self.device, self.seed, self.step))
+        if self.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        with self.autocast:
+            out = self.step_fn(views, progress)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        if self.cfg.trainer.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.method.parameters(), float(self.cfg.trainer.grad_clip))
+        self.optimizer.step()
+        self.method.after_step(progress)
+        self.step += 1
+        logs = {"loss": out.loss.detach().float(), "lr": lr, **out.logs}
+        for k, v in logs.items():  # summed on the device: no host sync per step
+            v = torch.as_tensor(v, dtype=torch.float32, device=self.device)
+            self.sums[k] = self.sums.get(k, torch.zeros((), device=self.device)) + v.detach()
+        self.sums["n"] = self.sums.get("n", torch.zeros((), device=self.device)) + 1
+        return logs
+
+    def _end_epoch(self, epoch: int) -> None:
+        sums = {k: v.item() for k, v in self.sums.items()}
+        self.sums = {}
+        n = max(sums.pop("n", 1.0), 1.0)
+        images, seconds = sums.pop("images", 0.0), sums.pop("seconds", 1e-9)
+        if not math.isfinite(sums["loss"]):
+            raise Diverged(f"loss is {sums['loss'] / n} at step {self.step}, epoch {epoch + 1}")
+        row = {"epoch": epoch + 1, "step": self.step}
+        row.update({k: v / n for k, v in sums.items()})
+        row.update(self.monitor())
+        row["images_per_s"] = images / max(seconds, 1e-9)
+        self.rows.append(row)
+        write_metrics(self.run_dir, self.rows)
+        if not self.cfg.progress_bar:
+            return
+        tqdm.write(f"epoch {epoch + 1}: loss {row['loss']:.4f}  z_std {row['z_std']:.4f}  "
+                   f"{row['images_per_s']:.0f} img/s")
+
+    @torch.no_grad()
+    def monitor(self) -> dict[str, float]:
+        """Collapse metrics on fixed held-out images without augmentation."""
+        self.method.eval()
+        x = plain_view(self.monitor_x.to(self.device), int(self.cfg.data.image_size), self.mean, self.std)
+        emb = self.method.embed(x)
+        self.method.train()
+        z = emb.get("projector", emb["backbone"])
+        return {"z_std": monitors.z_std(z), "z_std_ref": 1 / math.sqrt(z.shape[1]),
+                "effective_rank": monitors.effective_rank(z)}
