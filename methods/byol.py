@@ -22,8 +22,8 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 class BYOL(Method):
-    def __init__(self, backbone: nn.Module, feat_dim: int, cfg):
-        super().__init__(backbone, feat_dim, cfg)
+    def __init__(self, backbone: nn.Module, feat_dim: int, cfg, epochs: int = 1):
+        super().__init__(backbone, feat_dim, cfg, epochs)
         self.projector = mlp(feat_dim, cfg.projector)
         pred = cfg.predictor
         self.predictor = mlp(int(cfg.projector.out_dim), pred) if pred.enabled else nn.Identity()
@@ -35,11 +35,12 @@ class BYOL(Method):
 
     def training_step(self, views, progress):
         v1, v2 = views[0], views[1]
-        p1, p2 = self.predictor(self.projector(self.backbone(v1))), self.predictor(self.projector(self.backbone(v2)))
+        h1 = self.backbone(v1)
+        p1, p2 = self.predictor(self.projector(h1)), self.predictor(self.projector(self.backbone(v2)))
         with torch.no_grad():
             z1, z2 = self.target(v1), self.target(v2)
         loss = byol_loss(p1, z2) + byol_loss(p2, z1)
-        return StepOutput(loss, {"tau": self.tau(progress)})
+        return StepOutput(loss, {"tau": self.tau(progress)}, features=h1)
 
     @torch.no_grad()
     def after_step(self, progress):

@@ -21,20 +21,21 @@ def simsiam_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
 
 
 class SimSiam(Method):
-    def __init__(self, backbone: nn.Module, feat_dim: int, cfg):
-        super().__init__(backbone, feat_dim, cfg)
+    def __init__(self, backbone: nn.Module, feat_dim: int, cfg, epochs: int = 1):
+        super().__init__(backbone, feat_dim, cfg, epochs)
         self.projector = mlp(feat_dim, cfg.projector)
         pred = cfg.predictor
         self.predictor = mlp(int(cfg.projector.out_dim), pred) if pred.enabled else nn.Identity()
         self.predictor.requires_grad_(bool(pred.trainable))
 
     def training_step(self, views, progress):
-        z1, z2 = self.projector(self.backbone(views[0])), self.projector(self.backbone(views[1]))
+        h1 = self.backbone(views[0])
+        z1, z2 = self.projector(h1), self.projector(self.backbone(views[1]))
         p1, p2 = self.predictor(z1), self.predictor(z2)
         if self.cfg.stop_gradient:
             z1, z2 = z1.detach(), z2.detach()
         loss = simsiam_loss(p1, z2) / 2 + simsiam_loss(p2, z1) / 2
-        return StepOutput(loss)
+        return StepOutput(loss, features=h1)
 
 
 METHOD = SimSiam

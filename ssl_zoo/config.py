@@ -93,6 +93,9 @@ def load_config(overrides: list[str]) -> DictConfig:
     except OmegaConfBaseException as err:
         raise UserError(_one_line(err)) from err
     _check_values(cfg)
+    from ssl_zoo.method import method_class  # late: methods import torch, config loading should not
+
+    method_class(str(cfg.method.name)).check_config(cfg)
     return cfg
 
 

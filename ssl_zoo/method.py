@@ -19,20 +19,29 @@ from ssl_zoo.errors import UserError
 class StepOutput:
     loss: torch.Tensor
     logs: dict[str, torch.Tensor | float] = field(default_factory=dict)  # scalars for metrics.csv (no .item())
+    features: torch.Tensor | None = None  # online backbone features of the first view (for the online probe)
 
 
 class Method(nn.Module):
     """Base strategy. Subclasses build heads in __init__ and implement training_step (and after_step)."""
 
-    def __init__(self, backbone: nn.Module, feat_dim: int, cfg):
+    def __init__(self, backbone: nn.Module, feat_dim: int, cfg, epochs: int = 1):
         super().__init__()
         self.backbone = backbone  # the ONLINE backbone: the one evaluation always reads
         self.feat_dim = feat_dim
-        self.cfg = cfg
+        self.cfg = cfg  # the `method` config node
+        self.epochs = epochs  # schedules given in epochs (DINO's warm-ups) read progress * epochs
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """Raise UserError for a full config this method cannot run (called before anything is written)."""
 
     def training_step(self, views: list[torch.Tensor], progress: float) -> StepOutput:
         """The objective on a list of augmented views; progress runs 0 -> 1 over training."""
         raise NotImplementedError
+
+    def before_optimizer_step(self, progress: float) -> None:
+        """Called between backward and the optimizer step (e.g. DINO drops last-layer gradients early on)."""
 
     @torch.no_grad()
     def after_step(self, progress: float) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def z_std(z: torch.Tensor) -> float:
@@ -23,3 +26,14 @@ def effective_rank(z: torch.Tensor) -> float:
     p = s / s.sum().clamp_min(1e-12)
     p = p[p > 0]
     return torch.exp(-(p * p.log()).sum()).item()
+
+
+@torch.no_grad()
+def collapse_metrics(method: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Per-epoch metrics on fixed held-out images without augmentation (method in eval mode)."""
+    was_training = method.training
+    method.eval()
+    emb = method.embed(x)
+    method.train(was_training)
+    z = emb.get("projector", emb["backbone"])
+    return {"z_std": z_std(z), "z_std_ref": 1 / math.sqrt(z.shape[1]), "effective_rank": effective_rank(z)}

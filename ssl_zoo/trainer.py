@@ -47,7 +47,7 @@ def build_method(cfg: DictConfig, seed_offset: int = 0) -> Method:
     """The method with its encoder, initialised from the seed (the same seed gives the same initial weights)."""
     torch.manual_seed(int(cfg.seed) + seed_offset)
     backbone, feat_dim = build_encoder(cfg.encoder, int(cfg.data.channels), int(cfg.data.image_size))
-    return method_class(str(cfg.method.name))(backbone, feat_dim, cfg.method)
+    return method_class(str(cfg.method.name))(backbone, feat_dim, cfg.method, int(cfg.trainer.epochs))
 
 
 def step_generator(device: torch.device, seed: int, step: int) -> torch.Generator:
@@ -78,6 +78,12 @@ class Trainer:
         t = cfg.trainer
         self.batch_size = int(t.batch_size)
         self.images = data.pretrain_x.to(self.device)
+        unlabeled = len(self.images) - len(data.train_y)  # STL-10's unlabeled images carry label -1
+        self.labels = torch.cat([data.train_y, data.train_y.new_full((unlabeled,), -1)]).to(self.device)
+        # Online probe: a linear classifier on detached backbone features, trained alongside; reported as
+        # online_probe_acc (an ONLINE number, not comparable to the frozen-feature linear probe).
+        self.probe = torch.nn.Linear(self.method.feat_dim, data.num_classes).to(self.device)
+        self.probe_opt = torch.optim.AdamW(self.probe.parameters(), lr=1e-3, weight_decay=0.0)
         self.steps_per_epoch = len(self.images) // self.batch_size
         if self.steps_per_epoch == 0:
             raise UserError(f"trainer.batch_size={self.batch_size} is larger than the {len(self.images)} "
@@ -96,6 +102,7 @@ class Trainer:
     # --- checkpoints -------------------------------------------------------------------------------------
     def state(self) -> dict:
         return {"method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                "probe": self.probe.state_dict(), "probe_opt": self.probe_opt.state_dict(),
                 "rows": self.rows, "elapsed": self.elapsed,
                 "sums": {k: v.detach().cpu() for k, v in self.sums.items()}}
 
@@ -106,6 +113,8 @@ class Trainer:
         try:
             self.method.load_state_dict(state["method"])
             self.optimizer.load_state_dict(state["optimizer"])
+            self.probe.load_state_dict(state["probe"])
+            self.probe_opt.load_state_dict(state["probe_opt"])
         except (KeyError, RuntimeError, ValueError) as err:
             raise UserError(f"checkpoint in {self.run_dir} does not fit this config ({type(err).__name__})") from err
         self.step, self.rows, self.elapsed = int(state["step"]), list(state["rows"]), float(state["elapsed"])
@@ -150,7 +159,7 @@ class Trainer:
         start, done = time.perf_counter(), 0
         for i in bar:
             idx = order[i * self.batch_size:(i + 1) * self.batch_size].to(self.device)
-            logs = self._train_step(self.images[idx])
+            logs = self._train_step(self.images[idx], self.labels[idx])
             done += self.batch_size
             if (i + 1) % log_every == 0:
                 loss = logs["loss"].item()
@@ -164,7 +173,7 @@ class Trainer:
         self.sums["seconds"] = self.sums.get("seconds", torch.zeros((), device=self.device)) + (
             time.perf_counter() - start)
 
-    def _train_step(self, x_uint8: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _train_step(self, x_uint8: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         progress = self.step / self.total_steps
         lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.peak_lr, float(self.cfg.trainer.min_lr))
         set_lr(self.optimizer, lr, self.peak_lr)
@@ -175,17 +184,29 @@ class Trainer:
             out = self.step_fn(views, progress)
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
+        self.method.before_optimizer_step(progress)
         if self.cfg.trainer.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.method.parameters(), float(self.cfg.trainer.grad_clip))
         self.optimizer.step()
         self.method.after_step(progress)
         self.step += 1
         logs = {"loss": out.loss.detach().float(), "lr": lr, **out.logs}
+        if out.features is not None and self.cfg.eval.online_probe:
+            logs["online_probe_acc"] = self._probe_step(out.features.detach().float(), y)
         for k, v in logs.items():  # summed on the device: no host sync per step
             v = torch.as_tensor(v, dtype=torch.float32, device=self.device)
             self.sums[k] = self.sums.get(k, torch.zeros((), device=self.device)) + v.detach()
         self.sums["n"] = self.sums.get("n", torch.zeros((), device=self.device)) + 1
         return logs
+
+    def _probe_step(self, features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = self.probe(features)
+        loss = torch.nn.functional.cross_entropy(logits, y, ignore_index=-1)
+        self.probe_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.probe_opt.step()
+        labelled = y >= 0
+        return 100.0 * ((logits.argmax(1) == y) & labelled).sum() / labelled.sum().clamp_min(1)
 
     def _end_epoch(self, epoch: int) -> None:
         sums = {k: v.item() for k, v in self.sums.items()}
@@ -205,13 +226,6 @@ class Trainer:
         tqdm.write(f"epoch {epoch + 1}: loss {row['loss']:.4f}  z_std {row['z_std']:.4f}  "
                    f"{row['images_per_s']:.0f} img/s")
 
-    @torch.no_grad()
     def monitor(self) -> dict[str, float]:
-        """Collapse metrics on fixed held-out images without augmentation."""
-        self.method.eval()
         x = plain_view(self.monitor_x.to(self.device), int(self.cfg.data.image_size), self.mean, self.std)
-        emb = self.method.embed(x)
-        self.method.train()
-        z = emb.get("projector", emb["backbone"])
-        return {"z_std": monitors.z_std(z), "z_std_ref": 1 / math.sqrt(z.shape[1]),
-                "effective_rank": monitors.effective_rank(z)}
+        return monitors.collapse_metrics(self.method, x)
