@@ -103,7 +103,7 @@ def test_apply_recipe_traces_as_one_graph():
 
 
 def test_byol_view_rates():
-    views, params = maker("byol")(images(N, 3, 8), gen(), return_params=True)
+    views, params = maker("byol", image_size=8)(images(N, 3, 8), gen(), return_params=True)
     assert len(params) == 2
     for p in params:
         assert_rate(p["crop"]["flip"], 0.5)
@@ -115,7 +115,7 @@ def test_byol_view_rates():
 
 
 def test_multicrop_local_params():
-    _, params = maker("multicrop")(images(N // 8, 3, 8), gen(), return_params=True)
+    _, params = maker("multicrop", image_size=8)(images(N // 8, 3, 8), gen(), return_params=True)
     area = torch.cat([p["crop"]["area"] for p in params[2:]])
     assert area.min() >= 0.05 - 1e-6 and area.max() <= 0.4 + 1e-6
     assert_rate(torch.cat([p["blur"]["applied"] for p in params[2:]]), 0.5)
