@@ -1,0 +1,102 @@
+"""Unit tests of the core pieces: losses, EMA, momentum schedule, head toggles, encoders, schedules."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from ssl_zoo.methods.byol import byol_loss
+from ssl_zoo.methods.simsiam import simsiam_loss
+from torch import nn
+
+from ssl_zoo.encoders import build_encoder
+from ssl_zoo.heads import mlp
+from ssl_zoo.optim import lr_at
+from ssl_zoo.targets import ema_update, momentum_at
+
+
+def test_byol_loss_hand_computed():
+    p = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    z = torch.tensor([[1.0, 1.0], [0.0, -3.0]])
+    # cos = 1/sqrt(2) and -1 -> losses 2 - sqrt(2) and 4
+    assert byol_loss(p, z).item() == pytest.approx(((2 - math.sqrt(2)) + 4) / 2, abs=1e-6)
+
+
+def test_simsiam_loss_hand_computed():
+    p = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
+    z = torch.tensor([[4.0, 3.0], [0.0, 1.0]])
+    assert simsiam_loss(p, z).item() == pytest.approx(-(24 / 25 + 0) / 2, abs=1e-6)
+
+
+def test_ema_update_lerps_parameters_and_copies_buffers():
+    online, target = nn.BatchNorm1d(3), nn.BatchNorm1d(3)
+    with torch.no_grad():
+        online.weight.fill_(1.0)
+        target.weight.fill_(0.0)
+        online.running_mean.fill_(5.0)
+    ema_update(target, online, tau=0.9)
+    assert torch.allclose(target.weight, torch.full((3,), 0.1))
+    assert torch.equal(target.running_mean, online.running_mean)
+    ema_update(target, online, tau=1.0)  # frozen target
+    assert torch.allclose(target.weight, torch.full((3,), 0.1))
+    ema_update(target, online, tau=0.0)  # target = online
+    assert torch.equal(target.weight, online.weight)
+
+
+def test_tau_schedule_start_middle_end():
+    assert momentum_at(0.996, 0.0) == pytest.approx(0.996)
+    assert momentum_at(0.996, 0.5) == pytest.approx(0.998)
+    assert momentum_at(0.996, 1.0) == pytest.approx(1.0)
+    assert momentum_at(0.99, 0.7, "constant") == 0.99
+
+
+def _head(**kw):
+    base = {"layers": 2, "hidden_dim": 16, "out_dim": 8, "bn_hidden": True, "bn_out": False, "affine": True,
+            "bias": True}
+    return OmegaConf.create({**base, **kw})
+
+
+@pytest.mark.parametrize("bn_hidden,bn_out,affine", [(True, False, True), (False, False, True),
+                                                    (True, True, False), (False, True, True)])
+def test_head_bn_toggles_build_the_layers_asked_for(bn_hidden, bn_out, affine):
+    head = mlp(4, _head(layers=3, bn_hidden=bn_hidden, bn_out=bn_out, affine=affine))
+    bns = [m for m in head if isinstance(m, nn.BatchNorm1d)]
+    linears = [m for m in head if isinstance(m, nn.Linear)]
+    assert len(linears) == 3
+    assert len(bns) == 2 * bn_hidden + bn_out
+    assert all(bn.affine == affine for bn in bns)
+    assert isinstance(head[-1], nn.BatchNorm1d) == bn_out
+    assert [lin.bias is not None for lin in linears] == [not bn_hidden, not bn_hidden, not bn_out]
+    assert head(torch.randn(5, 4)).shape == (5, 8)
+
+
+def test_head_bias_off():
+    head = mlp(4, _head(bn_hidden=False, bias=False))
+    assert all(m.bias is None for m in head if isinstance(m, nn.Linear))
+
+
+@pytest.mark.parametrize("arch,extra,chans,size", [("small_cnn", {"width": 8}, 1, 16),
+                                                   ("resnet18", {"cifar_stem": True}, 3, 32),
+                                                   ("resnet18", {}, 1, 32)])
+def test_encoders_discover_feature_dim(arch, extra, chans, size):
+    cfg = OmegaConf.create({"name": arch, "arch": arch, "width": None, "cifar_stem": False, **extra})
+    net, dim = build_encoder(cfg, chans, size)
+    assert net(torch.randn(2, chans, size, size)).shape == (2, dim)
+    if extra.get("cifar_stem"):
+        assert net.conv1.stride == (1, 1) and isinstance(net.maxpool, nn.Identity)
+
+
+def test_timm_encoder_by_name():
+    cfg = OmegaConf.create({"name": "timm", "arch": "resnet10t", "width": None, "cifar_stem": False})
+    net, dim = build_encoder(cfg, 1, 32)
+    assert dim == 512 and net(torch.randn(2, 1, 32, 32)).shape == (2, 512)
+
+
+def test_lr_warmup_then_cosine():
+    assert lr_at(0, 100, 10, 1.0, 0.0) == pytest.approx(0.1)
+    assert lr_at(9, 100, 10, 1.0, 0.0) == pytest.approx(1.0)
+    assert lr_at(10, 100, 10, 1.0, 0.0) == pytest.approx(1.0)
+    assert lr_at(55, 100, 10, 1.0, 0.0) == pytest.approx(0.5)
+    assert lr_at(100, 100, 10, 1.0, 0.1) == pytest.approx(0.1)
