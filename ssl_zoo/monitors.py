@@ -1,12 +1,30 @@
-"""Collapse metrics on embeddings (rows = samples)."""
+"""Collapse metrics on embeddings (rows = samples), the per-epoch monitor and the `collapsed` rule.
+
+Metric names in metrics.csv: unprefixed = the projector output (the embedding the loss sees; the backbone output
+when a method has no projector), `backbone_` = the backbone features the probes read. Alignment and uniformity
+(Wang & Isola 2020) are measured on l2-normalised embeddings of two augmented views of the held-out images.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+RANKME_EPS = 1e-7  # Garrido et al. 2023: p_k = s_k / sum(s) + eps
+
+# The documented `collapsed` rule (results.json): thresholds fixed before any study was run.
+Z_STD_FRACTION = 0.2  # z_std below this fraction of the healthy 1/sqrt(d): the embeddings point one way
+MIN_EFFECTIVE_RANK = 2.0  # RankMe below 2: the embeddings lie (almost) on a line
+ENTROPY_LOW, ENTROPY_HIGH = 0.1, 0.95  # DINO teacher entropy as a fraction of log K: one-hot / uniform output
+COLLAPSE_RULE = (f"collapsed = final projector z_std < {Z_STD_FRACTION}/sqrt(d), or final projector effective rank "
+                 f"< {MIN_EFFECTIVE_RANK:g}, or (methods that log a teacher entropy, DINO) final teacher entropy "
+                 f"< {ENTROPY_LOW} log K or > {ENTROPY_HIGH} log K")
 
 
 def z_std(z: torch.Tensor) -> float:
@@ -15,25 +33,128 @@ def z_std(z: torch.Tensor) -> float:
 
 
 def singular_values(z: torch.Tensor) -> torch.Tensor:
-    """Singular values of the centred embedding matrix, sorted descending (the spectrum of its covariance)."""
-    z = z.float() - z.float().mean(dim=0)
+    """Singular values of the centred embedding matrix, sorted descending."""
+    z = z.double() - z.double().mean(dim=0)
     return torch.linalg.svdvals(z)
 
 
+def covariance_spectrum(z: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues (= singular values) of the embedding covariance, sorted descending: a dimensional collapse
+    shows as a tail that drops by orders of magnitude (Jing et al. 2022)."""
+    return singular_values(z).pow(2) / max(len(z) - 1, 1)
+
+
 def effective_rank(z: torch.Tensor) -> float:
-    """RankMe: exp(entropy of p_k = s_k / sum s), between 1 (rank-1) and min(n, d)."""
-    s = singular_values(z)
-    p = s / s.sum().clamp_min(1e-12)
-    p = p[p > 0]
+    """RankMe: exp(entropy of p_k = s_k / sum s + eps) over the singular values of the (uncentred) embedding
+    matrix, as published; 1 for rank-1 embeddings (including all-equal ones), up to min(n, d)."""
+    s = torch.linalg.svdvals(z.double())
+    p = s / s.sum().clamp_min(1e-30) + RANKME_EPS
     return torch.exp(-(p * p.log()).sum()).item()
 
 
+def alignment(a: torch.Tensor, b: torch.Tensor) -> float:
+    """E |f(x) - f(y)|^2 over positive pairs (rows of a and b), on l2-normalised embeddings: 0 = views agree."""
+    a, b = F.normalize(a.float(), dim=1), F.normalize(b.float(), dim=1)
+    return (a - b).pow(2).sum(dim=1).mean().item()
+
+
+def uniformity(z: torch.Tensor, t: float = 2.0) -> float:
+    """log E exp(-t |f(x) - f(y)|^2) over distinct pairs, l2-normalised: 0 when collapsed to a point, lower is
+    more uniform on the sphere."""
+    z = F.normalize(z.float(), dim=1)
+    d2 = torch.pdist(z).pow(2)
+    return (torch.logsumexp(-t * d2, dim=0) - math.log(len(d2))).item()
+
+
+def mean_entropy(probs: torch.Tensor) -> float:
+    """Mean over rows of the entropy (nats) of each row's distribution: log K for uniform rows, 0 for one-hot."""
+    p = probs.double().clamp_min(0)
+    return -(p * p.clamp_min(1e-30).log()).sum(dim=1).mean().item()
+
+
+def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> float:
+    """Mean over rows of KL(p || q) in nats."""
+    p, q = p.double(), q.double()
+    return (p * (p.clamp_min(1e-30).log() - q.clamp_min(1e-30).log())).sum(dim=1).mean().item()
+
+
+def embedding_metrics(z: torch.Tensor, prefix: str = "") -> dict[str, float]:
+    return {f"{prefix}z_std": z_std(z), f"{prefix}z_std_ref": 1 / math.sqrt(z.shape[1]),
+            f"{prefix}effective_rank": effective_rank(z)}
+
+
+def _embed(method: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    emb = method.embed(x)
+    return {"": emb.get("projector", emb["backbone"]), "backbone_": emb["backbone"]}
+
+
 @torch.no_grad()
-def collapse_metrics(method: nn.Module, x: torch.Tensor) -> dict[str, float]:
-    """Per-epoch metrics on fixed held-out images without augmentation (method in eval mode)."""
+def collapse_metrics(method: nn.Module, x: torch.Tensor,
+                     views: list[torch.Tensor] | None = None) -> dict[str, float]:
+    """Per-epoch metrics on fixed held-out images x (no augmentation) and, when given, two augmented views of
+    them (a fixed generator, so the pairs are the same every epoch) for alignment and uniformity."""
     was_training = method.training
     method.eval()
-    emb = method.embed(x)
-    method.train(was_training)
-    z = emb.get("projector", emb["backbone"])
-    return {"z_std": z_std(z), "z_std_ref": 1 / math.sqrt(z.shape[1]), "effective_rank": effective_rank(z)}
+    try:
+        out: dict[str, float] = {}
+        for prefix, z in _embed(method, x).items():
+            out.update(embedding_metrics(z, prefix))
+        if views is not None:
+            za, zb = _embed(method, views[0]), _embed(method, views[1])
+            for prefix in za:
+                out[f"{prefix}alignment"] = alignment(za[prefix], zb[prefix])
+                out[f"{prefix}uniformity"] = uniformity(za[prefix])
+    finally:
+        method.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def save_spectra(run_dir: Path, method: nn.Module, x: torch.Tensor) -> None:
+    """spectrum.npy: covariance spectrum of the projector output on the held-out images at the end of training;
+    spectrum_backbone.npy: the same for the backbone features."""
+    was_training = method.training
+    method.eval()
+    try:
+        emb = _embed(method, x)
+    finally:
+        method.train(was_training)
+    for prefix, name in (("", "spectrum.npy"), ("backbone_", "spectrum_backbone.npy")):
+        path = run_dir / name
+        tmp = path.with_name(f".{name}.tmp.npy")  # np.save appends .npy to names without it
+        np.save(tmp, covariance_spectrum(emb[prefix]).cpu().numpy())
+        tmp.replace(path)
+
+
+def collapse_verdict(final: Mapping[str, float], num_outputs: int | None = None) -> tuple[bool, str]:
+    """(collapsed, why) from the last metrics.csv row by COLLAPSE_RULE; num_outputs = K for the teacher entropy."""
+    reasons = []
+    zs, ref = final.get("z_std"), final.get("z_std_ref")
+    if _finite(zs) and _finite(ref) and zs < Z_STD_FRACTION * ref:
+        reasons.append(f"z_std {zs:.4f} < {Z_STD_FRACTION}/sqrt(d) = {Z_STD_FRACTION * ref:.4f}")
+    er = final.get("effective_rank")
+    if _finite(er) and er < MIN_EFFECTIVE_RANK:
+        reasons.append(f"effective rank {er:.2f} < {MIN_EFFECTIVE_RANK:g}")
+    h = final.get("teacher_entropy")
+    if _finite(h) and num_outputs:
+        frac = h / math.log(num_outputs)
+        if frac < ENTROPY_LOW:
+            reasons.append(f"teacher entropy {frac:.3f} log K < {ENTROPY_LOW} log K (one dimension dominates)")
+        elif frac > ENTROPY_HIGH:
+            reasons.append(f"teacher entropy {frac:.3f} log K > {ENTROPY_HIGH} log K (uniform output)")
+    return bool(reasons), "; ".join(reasons)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def final_collapse(cfg, final: Mapping[str, float]) -> dict:
+    """results.json fields: `collapsed` by COLLAPSE_RULE, why, and the final collapse metrics."""
+    from omegaconf import OmegaConf
+
+    k = OmegaConf.select(cfg, "method.head.num_prototypes")  # K of a teacher distribution (DINO), if any
+    collapsed, why = collapse_verdict(final, int(k) if k else None)
+    keys = [key for key in final if key.startswith(("backbone_", "z_std", "effective_rank", "alignment",
+                                                     "uniformity", "teacher_entropy", "kl_"))]
+    return {"collapsed": collapsed, "collapse_reason": why, **{key: final[key] for key in keys}}
