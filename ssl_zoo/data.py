@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gzip
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +140,9 @@ def load_data(cfg) -> ImageData:
         data = load_image_folder(root, int(cfg.image_size))
     else:
         raise UserError(f"unknown dataset '{name}'")
+    n = cfg.get("train_subset")  # set by experiments on a budget (collapse_study): the first n labelled images
+    if n is not None:
+        data = replace(data, train_x=data.train_x[:int(n)], train_y=data.train_y[:int(n)])
     if data.train_x.shape[1] != int(cfg.channels):
         raise UserError(f"data.channels={cfg.channels} but {name} images have {data.train_x.shape[1]} channels")
     return data
