@@ -1,8 +1,15 @@
-"""Composing and checking the config: Hydra's compose API over the shipped conf/, errors as one line."""
+"""Composing and checking the config: Hydra's compose API over the shipped conf/, errors as one line.
+
+`load_config` checks everything a config alone can get wrong (unknown groups and keys, types and ranges
+against ssl_zoo/schema.py and the shipped yaml, views, encoder names, the method's own rules) without touching
+the file system; `check_data_root` and rundir.check_existing check paths right before a run starts.
+"""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -12,10 +19,14 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ssl_zoo import schema
+from ssl_zoo.ablations import check_ablation
 from ssl_zoo.errors import UserError
 
 # Keys that change where or how a run is shown, not what it computes: left out of the run's identity.
 NON_IDENTITY_KEYS = ("out_dir", "run_name", "resume", "progress_bar", "logger", "launcher", "device", "eval")
+TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50")  # built by torchvision unless encoder=timm
+GROUPS = ("method", "data", "encoder", "views", "ablation", "launcher", "experiment")
 
 
 def conf_dir() -> Path:
@@ -35,12 +46,18 @@ def _one_line(err: Exception) -> str:
     return text.strip().splitlines()[0]
 
 
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("~+")
+
+
 def _compose(overrides: list[str]) -> DictConfig:
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+            if not any(_key(o) == "views" for o in overrides):  # the method's own recipe unless the user picked one
+                # composed without views.* overrides first: they need the views group that this picks
+                method = compose("config", overrides=[o for o in overrides if not _key(o).startswith("views.")])
+                overrides = [*overrides, f"views={method.method.default_views}"]
             cfg = compose("config", overrides=overrides)
-            if "views" not in cfg:  # the method's own recipe unless the user picked one
-                cfg = compose("config", overrides=[*overrides, f"views={cfg.method.default_views}"])
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         raise UserError(_one_line(err)) from err
     return cfg
@@ -50,7 +67,7 @@ def _check_types(cfg, defaults, path: str = "") -> None:
     """Values keep the type of the shipped default (an int stays an int; null defaults accept anything)."""
     if isinstance(defaults, DictConfig):
         for key in defaults:
-            if key in cfg:
+            if key in cfg and not OmegaConf.is_missing(defaults, key) and not OmegaConf.is_missing(cfg, key):
                 _check_types(cfg[key], defaults[key], f"{path}{key}.")
         return
     if defaults is None or cfg is None:
@@ -60,23 +77,59 @@ def _check_types(cfg, defaults, path: str = "") -> None:
     if want is int and isinstance(cfg, bool):
         ok = False
     if not ok:
-        raise UserError(f"{path[:-1]} must be {want.__name__}, got {cfg!r}")
+        key = path[:-1]
+        raise UserError(f"{key}={cfg!r} has the wrong type; set {key} to {schema.describe(want, {})}")
 
 
-def _check_values(cfg: DictConfig) -> None:
-    t = cfg.trainer
-    for key in ("epochs", "batch_size"):
-        if int(t[key]) <= 0:
-            raise UserError(f"trainer.{key} must be > 0, got {t[key]}")
-    if float(t.lr) <= 0:
-        raise UserError(f"trainer.lr must be > 0, got {t.lr}")
-    choices = {"trainer.optimizer": ("sgd", "lars", "adamw"), "trainer.precision": ("auto", "bf16", "fp32"),
-               "device": ("auto", "cpu", "cuda"), "resume": ("auto", "never"), "logger": ("csv", "tensorboard"),
-               "trainer.lr_scaling": ("linear", "none")}
-    for key, allowed in choices.items():
-        value = OmegaConf.select(cfg, key)
-        if value not in allowed:
-            raise UserError(f"{key}={value} is not one of {', '.join(allowed)}")
+def _check_method(cfg: DictConfig) -> None:
+    from ssl_zoo.method import method_class  # late: methods import torch
+
+    schema.check_heads(cfg.method)
+    schema.check_method_knobs(cfg.method)
+    method_class(str(cfg.method.name)).check_config(cfg)
+
+
+def _check_data(cfg: DictConfig) -> None:
+    d = cfg.data
+    known = sorted(p.stem for p in (conf_dir() / "data").glob("*.yaml"))
+    if d.name not in known:
+        raise UserError(f"data.name={d.name!r} is not a dataset ssl-zoo reads; pick data=<{'|'.join(known)}>")
+    for key in ("mean", "std"):
+        if len(d[key]) != d.channels:
+            raise UserError(f"data.{key} has {len(d[key])} values for data.channels={d.channels}; "
+                            f"give one per channel")
+
+
+def _check_views(cfg: DictConfig) -> None:
+    from ssl_zoo.views import build_view_maker
+
+    maker = build_view_maker(cfg.views, list(cfg.data.mean), list(cfg.data.std))
+    size = int(cfg.data.image_size)
+    for name, r in zip(cfg.views.crops, maker.recipes):
+        where = f"views.crops.{name}"
+        if r.n < 1:
+            raise UserError(f"{where}.n={r.n}: a crop recipe makes at least one view; set {where}.n >= 1")
+        if not 1 <= r.size <= size:
+            raise UserError(f"{where} makes {r.size}px crops but the images are {size}px (data.image_size); "
+                            f"set {where}.size (or size_frac) so crops are 1..{size}px")
+        if not 0 < r.scale[0] <= r.scale[1] <= 1:
+            raise UserError(f"{where}.scale={list(r.scale)} is not a crop area range; use 0 < low <= high <= 1")
+
+
+def _check_encoder(cfg: DictConfig) -> None:
+    arch = str(cfg.encoder.arch)
+    if arch == "small_cnn" or (arch in TORCHVISION_ARCHS and cfg.encoder.name != "timm"):
+        return
+    import timm
+
+    if not timm.is_model(arch):
+        close = difflib.get_close_matches(arch, timm.list_models(), n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else "timm.list_models() lists the names"
+        raise UserError(f"unknown encoder.arch '{arch}': not small_cnn, a torchvision ResNet or a timm model; {hint}")
+    size, patch = int(cfg.data.image_size), cfg.encoder.get("patch_size")
+    if patch is not None and size % int(patch):
+        raise UserError(f"data.image_size={size} is not a multiple of encoder.patch_size={patch}; "
+                        "change one of them")
 
 
 def load_config(overrides: list[str]) -> DictConfig:
@@ -85,18 +138,40 @@ def load_config(overrides: list[str]) -> DictConfig:
     if additions:
         raise UserError(f"'{additions[0]}' adds a key the config does not have; only existing keys can be set")
     cfg = _compose(overrides)
-    groups = [o for o in overrides if o.split("=", 1)[0] in ("method", "data", "encoder", "views", "ablation",
-                                                               "launcher", "experiment")]
+    check_ablation(cfg)  # before anything else: Hydra silently adds keys a method lacks
+    groups = [o for o in overrides if _key(o) in GROUPS]
     _check_types(cfg, _compose(groups))
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as err:
         raise UserError(_one_line(err)) from err
-    _check_values(cfg)
-    from ssl_zoo.method import method_class  # late: methods import torch, config loading should not
-
-    method_class(str(cfg.method.name)).check_config(cfg)
+    schema.check(cfg, schema.ConfigSchema)
+    _check_data(cfg)
+    _check_views(cfg)
+    _check_encoder(cfg)
+    _check_method(cfg)
+    run_name = cfg.run_name
+    if run_name is not None and (str(run_name) in ("", ".", "..") or Path(str(run_name)).is_absolute()
+                                 or ".." in Path(str(run_name)).parts):
+        raise UserError(f"run_name={run_name!r} must be a folder name inside out_dir; use out_dir= to move runs")
     return cfg
+
+
+def check_data_root(cfg: DictConfig) -> None:
+    """A dataset that lives in a user folder needs that folder (checked before a run writes anything)."""
+    d = cfg.data
+    if d.name == "digits" or d.download:
+        return
+    if d.root is None:
+        raise UserError(f"data={d.name} needs data.root=<folder with the {d.name} files>")
+    root = Path(str(d.root)).expanduser()
+    if not root.exists():
+        raise UserError(f"data.root={root} does not exist; set data.root to the folder holding {d.name}"
+                        + (" (or data.download=true with a network)" if d.name != "imagefolder" else ""))
+    if not root.is_dir():
+        raise UserError(f"data.root={root} is a file, not a folder; set data.root to the folder holding {d.name}")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise UserError(f"data.root={root} cannot be read (permissions); fix them or copy the data elsewhere")
 
 
 def config_hash(cfg: DictConfig) -> str:

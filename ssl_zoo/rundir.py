@@ -1,16 +1,23 @@
-"""The run directory: what a run writes and how a second start of the same run is treated."""
+"""The run directory: what a run writes and how a second start of the same run is treated.
+
+A second start of the same command resumes an unfinished run and refuses a finished (or diverged) one; a
+directory holding another config or foreign files is refused. All of it is decided before anything is written.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from ssl_zoo.checkpoint import atomic_write_text
-from ssl_zoo.config import config_hash
+from ssl_zoo.config import NON_IDENTITY_KEYS, check_data_root, config_hash
 from ssl_zoo.errors import UserError
 
 
@@ -20,27 +27,84 @@ def read_results(run_dir: Path) -> dict | None:
         return None
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
         return None
 
 
+def _leftover(path: Path) -> bool:
+    """A temp file of an atomic write that a kill interrupted (see checkpoint.atomic_write_bytes)."""
+    return path.is_file() and path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def check_out_dir(run_dir: Path) -> None:
+    """The run directory can be created (or written, when it exists): checked before training starts."""
+    probe = run_dir
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"cannot create {run_dir}: {probe} is a file; set out_dir= to a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to {probe} (permission denied or read-only); set out_dir= to a writable folder")
+    for sub in (run_dir / "checkpoints",):
+        if sub.exists() and not (sub.is_dir() and os.access(sub, os.W_OK | os.X_OK)):
+            raise UserError(f"cannot write to {sub}; fix its permissions or set out_dir= elsewhere")
+
+
+def _flat(node, prefix: str = "") -> dict:
+    if isinstance(node, dict):
+        out: dict = {}
+        for k, v in node.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def _differences(saved: DictConfig, cfg: DictConfig) -> str:
+    a, b = (_flat({k: v for k, v in OmegaConf.to_container(c, resolve=True).items() if k not in NON_IDENTITY_KEYS})
+            for c in (saved, cfg))
+    diff = [f"{k}: {a.get(k, '(none)')} there, {b.get(k, '(none)')} now" for k in sorted(set(a) | set(b))
+            if a.get(k, "(none)") != b.get(k, "(none)")]
+    more = f" and {len(diff) - 2} more" if len(diff) > 2 else ""
+    return ", ".join(diff[:2]) + more
+
+
 def check_existing(run_dir: Path, cfg: DictConfig) -> bool:
-    """True when an unfinished run of the same config is there to resume. Raises on anything else."""
+    """True when an unfinished run of the same config is there to resume; False for a fresh start.
+
+    Raises UserError for everything else (nothing is written either way): an unwritable out_dir, a missing data
+    folder, a directory of another config or of foreign files, a finished or diverged run, resume=never.
+    """
+    check_out_dir(run_dir)
+    check_data_root(cfg)
     if not run_dir.exists():
         return False
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"{run_dir} exists and is not a directory")
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir} exists and is not a directory; choose another out_dir/run_name")
     saved = run_dir / "config.yaml"
     if not saved.exists():
-        if any(run_dir.iterdir()):
-            raise UserError(f"{run_dir} exists and is not an ssl-zoo run directory; choose another out_dir/run_name")
-        return False
-    if config_hash(OmegaConf.load(saved)) != config_hash(cfg):
-        raise UserError(f"{run_dir} holds a run with a different config; use another run_name or out_dir")
-    results = read_results(run_dir)
-    if results is not None and results.get("status") == "finished":
-        raise UserError(f"{run_dir} is already finished (results.json); it is never overwritten — "
-                        "pick another run_name or seed")
+        if all(_leftover(p) for p in run_dir.iterdir()):  # empty, or killed before config.yaml was whole
+            return False
+        raise UserError(f"{run_dir} exists and is not an ssl-zoo run directory; choose another out_dir/run_name")
+    try:
+        saved_cfg = OmegaConf.load(saved)
+        same = config_hash(saved_cfg) == config_hash(cfg)
+    except (OSError, yaml.YAMLError, OmegaConfBaseException, ValueError, AttributeError) as err:
+        raise UserError(f"{saved} is unreadable ({type(err).__name__}); restore it or choose another run_name") from err
+    if not same:
+        raise UserError(f"{run_dir} holds a run with a different config ({_differences(saved_cfg, cfg)}); "
+                        "use another run_name or out_dir, or the config it was started with")
+    if (run_dir / "results.json").exists():
+        results = read_results(run_dir)
+        if not isinstance(results, dict):
+            raise UserError(f"{run_dir / 'results.json'} is unreadable; delete it to evaluate the run again")
+        if results.get("status") == "finished":
+            raise UserError(f"{run_dir} is already finished (results.json); it is never overwritten — "
+                            "pick another run_name or seed")
+        if results.get("status") == "diverged":
+            raise UserError(f"{run_dir} diverged ({results.get('error', 'non-finite loss')}) and would again; "
+                            "lower trainer.lr or set trainer.grad_clip (a new run), or delete the directory")
     if cfg.resume == "never":
         raise UserError(f"{run_dir} exists and resume=never; remove it or use resume=auto")
     return True
@@ -51,8 +115,11 @@ def write_config(run_dir: Path, cfg: DictConfig) -> None:
 
 
 def write_metrics(run_dir: Path, rows: list[dict]) -> None:
-    """metrics.csv rewritten whole from the rows the checkpoint carries, so a resumed run never repeats one."""
+    """metrics.csv rewritten whole from the rows the checkpoint carries, so a resumed run never repeats one
+    (and a run resumed from before its first epoch end has none)."""
+    path = run_dir / "metrics.csv"
     if not rows:
+        path.unlink(missing_ok=True)
         return
     fields = list(rows[0])
     for row in rows:
@@ -61,4 +128,4 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(run_dir / "metrics.csv", buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
