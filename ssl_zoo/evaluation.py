@@ -1,80 +1,198 @@
-"""Frozen-feature evaluation: features computed once without augmentation, then weighted kNN and a linear probe."""
+"""Frozen-feature evaluation: features of the ONLINE backbone (method.backbone, never a momentum/teacher copy)
+computed once without augmentation and cached in the run directory, then kNN and linear probes on the backbone
+features and, reported separately, on the projector output."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+
 import torch
-import torch.nn.functional as F
+from omegaconf import DictConfig
 from torch import nn
 
+from ssl_zoo.checkpoint import atomic_write_bytes
+from ssl_zoo.data import ImageData
+from ssl_zoo.probes import KNN_KS, KNN_TS, knn_key, knn_sweep, linear_probe
 from ssl_zoo.views import plain_view
+
+CACHE_FORMAT = 1  # bump when the eval transform changes: old caches then never match
 
 
 @torch.no_grad()
-def extract_features(net: nn.Module, images: torch.Tensor, size: int, mean, std, batch_size: int = 512,
-                     device: torch.device | str = "cpu") -> torch.Tensor:
-    was_training = net.training
-    net.eval()
+def extract_features(net: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, size: int, mean, std,
+                     batch_size: int = 512, device: torch.device | str = "cpu") -> torch.Tensor:
+    """net(plain_view(images)) in batches, in eval mode (BN running statistics), as float32 on the CPU."""
+    module = net if isinstance(net, nn.Module) else None
+    was_training = module.training if module is not None else False
+    if module is not None:
+        module.eval()
     feats = []
     for i in range(0, len(images), batch_size):
         x = plain_view(images[i:i + batch_size].to(device), size, mean, std)
         feats.append(net(x).float().cpu())
-    net.train(was_training)
+    if module is not None:
+        module.train(was_training)
     return torch.cat(feats)
 
 
-@torch.no_grad()
-def knn_top1(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
-             k: int = 200, t: float = 0.1, num_classes: int | None = None, chunk: int = 1024) -> float:
-    """Weighted kNN on cosine similarity (Wu et al. 2018): votes exp(sim / t) of the k nearest train samples."""
-    num_classes = num_classes or int(train_y.max()) + 1
-    train_f, test_f = F.normalize(train_f, dim=1), F.normalize(test_f, dim=1)
-    k = min(k, len(train_f))
-    correct = 0
-    for i in range(0, len(test_f), chunk):
-        sim, idx = (test_f[i:i + chunk] @ train_f.T).topk(k, dim=1)
-        votes = torch.zeros(len(idx), num_classes).scatter_add_(1, train_y[idx], (sim / t).exp())
-        correct += (votes.argmax(1) == test_y[i:i + chunk]).sum().item()
-    return 100.0 * correct / len(test_f)
+def weights_key(module: nn.Module, *extra) -> str:
+    """Fingerprint of a module's weights and buffers (and of what else shaped its features): a changed
+    checkpoint gives another key, so a stale feature cache is never read."""
+    h = hashlib.sha1(repr((type(module).__name__, str(module), CACHE_FORMAT, *extra)).encode())
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
-def _fit_linear(x: torch.Tensor, y: torch.Tensor, num_classes: int, wd: float, steps: int = 100) -> nn.Linear:
-    clf = nn.Linear(x.shape[1], num_classes)
-    opt = torch.optim.LBFGS(clf.parameters(), lr=1, max_iter=steps, history_size=10,
-                            line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(clf(x), y) + wd * clf.weight.pow(2).sum() / 2
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return clf
+def data_key(cfg: DictConfig, n_train: int, n_test: int) -> tuple:
+    d = cfg.data
+    return (str(d.name), str(d.get("root")), int(d.image_size), list(d.mean), list(d.std), n_train, n_test)
 
 
-def linear_probe_top1(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
-                      num_classes: int | None = None, wds=(1e-5, 1e-4, 1e-3, 1e-2), seed: int = 0) -> float:
-    """Multinomial logistic regression on standardised frozen features (full-batch L-BFGS). The weight decay
-    is chosen on a validation split carved from train, then the probe is refit on all of train."""
-    num_classes = num_classes or int(train_y.max()) + 1
-    mu, sd = train_f.mean(0), train_f.std(0).clamp_min(1e-6)
-    train_f, test_f = (train_f - mu) / sd, (test_f - mu) / sd
-    perm = torch.randperm(len(train_f), generator=torch.Generator().manual_seed(seed))
-    n_val = max(1, len(train_f) // 10)
-    val, fit = perm[:n_val], perm[n_val:]
-    with torch.enable_grad():
-        best = max(wds, key=lambda wd: _accuracy(_fit_linear(train_f[fit], train_y[fit], num_classes, wd),
-                                                  train_f[val], train_y[val]))
-        clf = _fit_linear(train_f, train_y, num_classes, best)
-    return _accuracy(clf, test_f, test_y)
+class FeatureCache:
+    """run_dir/features/<name>-<key>.pt holding {"train", "test"}; writing one removes that name's older keys.
+    Lookups also read sibling run directories (runs with the same seed and encoder share their random init)."""
+
+    def __init__(self, folder: Path | None):
+        self.folder = folder
+
+    def _candidates(self, name: str, key: str) -> list[Path]:
+        if self.folder is None:
+            return []
+        own = self.folder / f"{name}-{key}.pt"
+        siblings = sorted(self.folder.parent.parent.glob(f"*/{self.folder.name}/{name}-{key}.pt"))
+        return [own, *[p for p in siblings if p != own]]
+
+    def load(self, name: str, key: str) -> dict[str, torch.Tensor] | None:
+        for path in self._candidates(name, key):
+            if path.is_file():
+                try:
+                    return torch.load(path, map_location="cpu", weights_only=True)
+                except Exception:  # unreadable cache: recompute
+                    continue
+        return None
+
+    def save(self, name: str, key: str, feats: dict[str, torch.Tensor]) -> None:
+        if self.folder is None:
+            return
+        for old in self.folder.glob(f"{name}-*.pt"):
+            old.unlink(missing_ok=True)
+        buf = io.BytesIO()
+        torch.save(feats, buf)
+        atomic_write_bytes(self.folder / f"{name}-{key}.pt", buf.getvalue())
+
+    def get(self, name: str, key: str, compute: Callable[[], dict[str, torch.Tensor]],
+            store: bool = True) -> tuple[dict[str, torch.Tensor], bool]:
+        """(features, came from the cache)."""
+        feats = self.load(name, key)
+        if feats is not None:
+            return feats, True
+        feats = compute()
+        if store:
+            self.save(name, key, feats)
+        return feats, False
 
 
-@torch.no_grad()
-def _accuracy(clf: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return 100.0 * (clf(x).argmax(1) == y).float().mean().item()
-
-
-def probe(train_f, train_y, test_f, test_y, num_classes: int, k: int = 200, t: float = 0.1) -> dict:
+def probe_features(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
+                   num_classes: int, k: int, t: float, device: torch.device | str = "cpu") -> dict:
+    """kNN sweep (the (k, T) of the config is the headline knn_top1) and the linear probe, rounded for JSON."""
+    dev = torch.device(device)
+    train_f, train_y, test_f, test_y = (a.to(dev) for a in (train_f, train_y, test_f, test_y))
     torch.manual_seed(0)
-    return {"knn_top1": round(knn_top1(train_f, train_y, test_f, test_y, k, t, num_classes), 2),
-            "linear_top1": round(linear_probe_top1(train_f, train_y, test_f, test_y, num_classes), 2)}
+    knn = knn_sweep(train_f, train_y, test_f, test_y, num_classes, sorted({*KNN_KS, k}), sorted({*KNN_TS, t}))
+    lin = linear_probe(train_f, train_y, test_f, test_y, num_classes)
+    return {"knn_top1": round(knn[knn_key(k, t)], 2), "linear_top1": round(lin["top1"], 2),
+            "linear_top5": round(lin["top5"], 2), "dim": int(train_f.shape[1]),
+            "knn_sweep": {key: round(v, 2) for key, v in knn.items()},
+            "linear": {"wd": lin["wd"], "val_top1": round(lin["val_top1"], 2),
+                       "sweep": {wd: round(v, 2) for wd, v in lin["sweep"].items()},
+                       "n_sweep_fit": lin["n_sweep_fit"], "n_val": lin["n_val"], "n_train": lin["n_train"]}}
+
+
+def eval_split(data: ImageData, cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    n = cfg.eval.get("max_train")
+    return (data.train_x, data.train_y) if n is None else (data.train_x[:int(n)], data.train_y[:int(n)])
+
+
+def backbone_features(net: nn.Module, data: ImageData, cfg: DictConfig, device, cache: FeatureCache,
+                      name: str) -> tuple[dict[str, torch.Tensor], bool]:
+    train_x, _ = eval_split(data, cfg)
+    size, mean, std, bs = int(cfg.data.image_size), list(cfg.data.mean), list(cfg.data.std), int(cfg.eval.batch_size)
+
+    def compute():
+        return {split: extract_features(net, x, size, mean, std, bs, device)
+                for split, x in (("train", train_x), ("test", data.test_x))}
+
+    return cache.get(name, weights_key(net, data_key(cfg, len(train_x), len(data.test_x))), compute)
+
+
+@torch.no_grad()
+def projector_features(method: nn.Module, h: torch.Tensor, x_check: torch.Tensor, batch_size: int,
+                       device) -> torch.Tensor | None:
+    """The method's "projector" embedding for backbone features h: its own embed() run with the backbone
+    bypassed (embed reads self.backbone(x) once), so the projector costs no second pass through the encoder.
+    Checked against a real embed() of a few images; None when the method has no projector output."""
+    was_training = method.training
+    method.eval()
+    try:
+        ref = method.embed(x_check)
+        if "projector" not in ref:
+            return None
+        backbone = method.backbone
+        method.backbone = nn.Identity()
+        try:
+            got = method.embed(ref["backbone"])["projector"]
+            if not torch.allclose(got.float(), ref["projector"].float(), rtol=1e-4, atol=1e-5):
+                raise RuntimeError("embed() does not factor as head(backbone(x))")
+            return torch.cat([method.embed(h[i:i + batch_size].to(device))["projector"].float().cpu()
+                              for i in range(0, len(h), batch_size)])
+        finally:
+            method.backbone = backbone
+    finally:
+        method.train(was_training)
+
+
+def _evaluate_backbone(net: nn.Module, data: ImageData, cfg: DictConfig, device, cache: FeatureCache,
+                       name: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    start = time.perf_counter()
+    feats, cached = backbone_features(net, data, cfg, device, cache, name)
+    mid = time.perf_counter()
+    _, train_y = eval_split(data, cfg)
+    out = probe_features(feats["train"], train_y, feats["test"], data.test_y, data.num_classes,
+                         int(cfg.eval.knn_k), float(cfg.eval.knn_t), device)
+    out["time"] = {"features_s": round(mid - start, 2), "probes_s": round(time.perf_counter() - mid, 2),
+                   "features_cached": cached}
+    return out, feats
+
+
+def evaluate_backbone(net: nn.Module, data: ImageData, cfg: DictConfig, device, cache: FeatureCache,
+                      name: str) -> dict:
+    """kNN and linear probes on net's features (the random-init baseline, raw pixels)."""
+    return _evaluate_backbone(net, data, cfg, device, cache, name)[0]
+
+
+def evaluate_method(method: nn.Module, data: ImageData, cfg: DictConfig, device, cache: FeatureCache) -> dict:
+    """Probes on the online backbone at the top level, on the projector output under "projector"."""
+    out, feats = _evaluate_backbone(method.backbone, data, cfg, device, cache, "backbone")
+    start = time.perf_counter()
+    size, mean, std, bs = int(cfg.data.image_size), list(cfg.data.mean), list(cfg.data.std), int(cfg.eval.batch_size)
+    train_x, train_y = eval_split(data, cfg)
+    x_check = plain_view(data.test_x[:8].to(device), size, mean, std)
+    try:
+        z = {split: projector_features(method, feats[split], x_check, bs, device) for split in ("train", "test")}
+    except RuntimeError:  # a method whose embed() is not head(backbone(x)): one full pass instead
+        was_training = method.training
+        method.eval()
+        z = {split: extract_features(lambda x: method.embed(x)["projector"], x, size, mean, std, bs, device)
+             for split, x in (("train", train_x), ("test", data.test_x))}
+        method.train(was_training)
+    if z["train"] is not None:
+        out["projector"] = probe_features(z["train"], train_y, z["test"], data.test_y, data.num_classes,
+                                          int(cfg.eval.knn_k), float(cfg.eval.knn_t), device)
+        out["projector"]["time"] = {"probes_s": round(time.perf_counter() - start, 2)}
+    return out

@@ -5,35 +5,19 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 
 from ssl_zoo.checkpoint import write_json
 from ssl_zoo.config import run_dir_for
-from ssl_zoo.data import ImageData, load_data
-from ssl_zoo.evaluation import extract_features, probe
+from ssl_zoo.data import load_data
+from ssl_zoo.run_eval import evaluate_trained
 from ssl_zoo.rundir import check_existing, write_config
-from ssl_zoo.trainer import Diverged, Trainer, build_method
-
-
-def evaluate_backbone(backbone: torch.nn.Module, data: ImageData, cfg: DictConfig, device) -> dict:
-    size, mean, std = int(cfg.data.image_size), list(cfg.data.mean), list(cfg.data.std)
-    n = cfg.eval.max_train
-    train_x, train_y = (data.train_x, data.train_y) if n is None else (data.train_x[:n], data.train_y[:n])
-    bs = int(cfg.eval.batch_size)
-    ftr = extract_features(backbone, train_x, size, mean, std, bs, device)
-    fte = extract_features(backbone, data.test_x, size, mean, std, bs, device)
-    return probe(ftr, train_y, fte, data.test_y, data.num_classes, int(cfg.eval.knn_k), float(cfg.eval.knn_t))
+from ssl_zoo.trainer import Diverged, Trainer
 
 
 def evaluate_run(trainer: Trainer) -> dict:
-    cfg, data, device = trainer.cfg, trainer.data, trainer.device
-    out = evaluate_backbone(trainer.method.backbone, data, cfg, device)
-    if cfg.eval.random_init:
-        out["random_init"] = evaluate_backbone(build_method(cfg).backbone.to(device), data, cfg, device)
-    if cfg.eval.raw_pixels:
-        out["raw_pixels"] = evaluate_backbone(torch.nn.Flatten(), data, cfg, device)
-    return out
+    """The end-of-training evaluation (ssl_zoo.run_eval; `ssl-zoo eval` runs the same on a saved run)."""
+    return evaluate_trained(trainer.method, trainer.data, trainer.cfg, trainer.device, trainer.run_dir, trainer.rows)
 
 
 def results_header(cfg: DictConfig) -> dict:

@@ -192,21 +192,24 @@ class Trainer:
         self.step += 1
         logs = {"loss": out.loss.detach().float(), "lr": lr, **out.logs}
         if out.features is not None and self.cfg.eval.online_probe:
-            logs["online_probe_acc"] = self._probe_step(out.features.detach().float(), y)
+            logs["online_probe_correct"], logs["online_probe_labelled"] = self._probe_step(
+                out.features.detach().float(), y)
         for k, v in logs.items():  # summed on the device: no host sync per step
             v = torch.as_tensor(v, dtype=torch.float32, device=self.device)
             self.sums[k] = self.sums.get(k, torch.zeros((), device=self.device)) + v.detach()
         self.sums["n"] = self.sums.get("n", torch.zeros((), device=self.device)) + 1
         return logs
 
-    def _probe_step(self, features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _probe_step(self, features: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update of the online probe; (correct, labelled) counts of the batch, scored before the update.
+        Unlabelled images (label -1, STL-10) are left out; a batch without any gives a zero loss, not NaN."""
         logits = self.probe(features)
-        loss = torch.nn.functional.cross_entropy(logits, y, ignore_index=-1)
+        labelled = y >= 0
+        loss = torch.nn.functional.cross_entropy(logits, y, ignore_index=-1, reduction="sum") / labelled.sum().clamp_min(1)
         self.probe_opt.zero_grad(set_to_none=True)
         loss.backward()
         self.probe_opt.step()
-        labelled = y >= 0
-        return 100.0 * ((logits.argmax(1) == y) & labelled).sum() / labelled.sum().clamp_min(1)
+        return ((logits.argmax(1) == y) & labelled).sum(), labelled.sum()
 
     def _end_epoch(self, epoch: int) -> None:
         sums = {k: v.item() for k, v in self.sums.items()}
@@ -217,6 +220,9 @@ class Trainer:
             raise Diverged(f"loss is {sums['loss'] / n} at step {self.step}, epoch {epoch + 1}")
         row = {"epoch": epoch + 1, "step": self.step}
         row.update({k: v / n for k, v in sums.items()})
+        if "online_probe_labelled" in row:  # accuracy over the epoch's labelled images, not a mean of batch means
+            correct, labelled = row.pop("online_probe_correct"), row.pop("online_probe_labelled")
+            row["online_probe_acc"] = 100.0 * correct / max(labelled, 1e-9)
         row.update(self.monitor())
         row["images_per_s"] = images / max(seconds, 1e-9)
         self.rows.append(row)

@@ -6,16 +6,10 @@ from pathlib import Path
 
 
 def print_results(run_dir: Path) -> None:
+    from ssl_zoo.commands.eval import format_results
     from ssl_zoo.rundir import read_results
 
-    r = read_results(run_dir) or {}
-    rows = [("trained", r)] + [(name, r[name]) for name in ("random_init", "raw_pixels") if name in r]
-    print(f"\nrun: {run_dir}")
-    print(f"{'encoder':<14}{'kNN top-1':>10}{'linear top-1':>14}")
-    for name, res in rows:
-        print(f"{name:<14}{res['knn_top1']:>10.2f}{res['linear_top1']:>14.2f}")
-    print(f"pretraining {r.get('wall_s', 0):.0f} s at {r.get('images_per_s', 0):.0f} images/s; "
-          f"evaluation {r.get('eval_s', 0):.0f} s", flush=True)
+    print("\n" + format_results(run_dir, read_results(run_dir) or {}), flush=True)
 
 
 def run(args) -> int:

@@ -1,0 +1,203 @@
+"""Run directories -> pandas: one row per run (whatever its state), and a summary over seeds per setting.
+
+A run directory is any folder holding an ssl-zoo config.yaml. Its status is results.json's (finished, diverged,
+failed, or unfinished when `ssl-zoo eval` scored a checkpoint mid-run); without results.json it is unfinished
+(running, stopped or crashed: metrics.csv tells how far it got). Nothing is dropped: a run that cannot be read
+is listed as unreadable.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from ssl_zoo.config import NON_IDENTITY_KEYS, config_hash
+from ssl_zoo.errors import UserError
+
+SETTING = ["data", "encoder", "method", "ablation", "epochs"]  # with `variant`, what seeds are averaged over
+METRICS = ["knn_top1", "linear_top1", "linear_top5", "proj_knn_top1", "proj_linear_top1", "random_init_knn_top1",
+           "random_init_linear_top1", "online_probe_acc", "wall_s", "images_per_s", "eval_s"]
+RUN_COLUMNS = [*SETTING, "seed", "variant", "status", "epochs_done", *METRICS, "collapsed", "note", "run_dir"]
+
+
+def find_run_dirs(paths: list[str | Path]) -> list[Path]:
+    found: set[Path] = set()
+    for p in map(Path, paths):
+        if not p.exists():
+            raise UserError(f"{p} does not exist")
+        configs = [p / "config.yaml"] if (p / "config.yaml").is_file() else []
+        found.update(c.parent for c in [*configs, *p.rglob("config.yaml")] if _is_run_config(c))
+    return sorted(found)
+
+
+def _is_run_config(path: Path) -> bool:
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception:  # unreadable: still a run directory if it sits next to run files
+        return any((path.parent / f).exists() for f in ("metrics.csv", "results.json", "checkpoints"))
+    return isinstance(cfg, DictConfig) and OmegaConf.select(cfg, "method.name") is not None
+
+
+def read_metrics(run_dir: Path) -> pd.DataFrame | None:
+    try:
+        df = pd.read_csv(run_dir / "metrics.csv")
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
+    return df if "epoch" in df and len(df) else None
+
+
+def _variant(cfg: DictConfig) -> str:
+    """The run's config hash with seed and length taken out: runs sharing it are seeds of one setting."""
+    c = cfg.copy()
+    OmegaConf.update(c, "seed", 0)
+    OmegaConf.update(c, "trainer.epochs", 0)
+    return config_hash(c)
+
+
+def _identity(cfg: DictConfig) -> dict:
+    """Flat identity keys of a config (what can tell two variants of one setting apart)."""
+    flat = pd.json_normalize(OmegaConf.to_container(cfg, resolve=True), sep=".").iloc[0].to_dict()
+    return {k: v for k, v in flat.items() if k.split(".")[0] not in NON_IDENTITY_KEYS
+            and k not in ("seed", "trainer.epochs")}
+
+
+def run_row(run_dir: Path) -> tuple[dict, dict]:
+    """(the run's table row, its flat identity config)."""
+    row: dict = {"run_dir": str(run_dir), "note": ""}
+    try:
+        cfg = OmegaConf.load(run_dir / "config.yaml")
+        row.update(method=str(cfg.method.name), ablation=str(OmegaConf.select(cfg, "ablation.name", default="none")),
+                   data=str(cfg.data.name), encoder=str(cfg.encoder.name), epochs=int(cfg.trainer.epochs),
+                   seed=int(cfg.seed), variant=_variant(cfg))
+        identity = _identity(cfg)
+    except Exception as err:
+        return {**row, "status": "unreadable", "note": f"config.yaml: {err}"[:200]}, {}
+    metrics = read_metrics(run_dir)
+    if metrics is not None:
+        row["epochs_done"] = int(metrics["epoch"].iloc[-1])
+        if "online_probe_acc" in metrics:
+            row["online_probe_acc"] = float(metrics["online_probe_acc"].iloc[-1])
+        if "images_per_s" in metrics:
+            row["images_per_s"] = float(metrics["images_per_s"].mean())
+    path = run_dir / "results.json"
+    if not path.exists():
+        done = row.get("epochs_done", 0)
+        row.update(status="unfinished", note=f"no results.json; {done}/{row['epochs']} epochs in metrics.csv")
+        return row, identity
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        return {**row, "status": "unreadable", "note": f"results.json: {err}"[:200]}, identity
+    row["status"] = str(res.get("status", "unknown"))
+    for key in ("knn_top1", "linear_top1", "linear_top5", "online_probe_acc", "wall_s", "images_per_s", "eval_s",
+                "collapsed", "epochs_done"):
+        if res.get(key) is not None:
+            row[key] = res[key]
+    for prefix, part in (("proj_", res.get("projector") or {}), ("random_init_", res.get("random_init") or {})):
+        for key in ("knn_top1", "linear_top1"):
+            if part.get(key) is not None:
+                row[prefix + key] = part[key]
+    if res.get("error"):
+        row["note"] = str(res["error"])[:200]
+    elif row["status"] == "unfinished":
+        row["note"] = f"evaluated mid-run at epoch {row.get('epochs_done', '?')}/{row['epochs']}"
+    return row, identity
+
+
+def gather_runs(paths: list[str | Path]) -> pd.DataFrame:
+    """One row per run directory below the paths, with a `label` naming its setting for tables and plots."""
+    run_dirs = find_run_dirs(paths)
+    if not run_dirs:
+        raise UserError(f"no ssl-zoo run directories (folders with config.yaml) below {', '.join(map(str, paths))}")
+    pairs = [run_row(d) for d in run_dirs]
+    df = pd.DataFrame([row for row, _ in pairs]).reindex(columns=RUN_COLUMNS)
+    df["label"] = _labels(df, [identity for _, identity in pairs])
+    return df.sort_values(["data", "encoder", "label", "epochs", "seed"], na_position="last").reset_index(drop=True)
+
+
+def _labels(df: pd.DataFrame, identities: list[dict]) -> list[str]:
+    """method[/ablation], plus the config keys that tell variants of the same method/ablation apart."""
+    base = [f"? ({Path(d).name})" if m != m else m if a in ("none", None) or a != a else f"{m}/{a}"
+            for m, a, d in zip(df["method"], df["ablation"], df["run_dir"])]
+    labels = list(base)
+    for name in set(base):
+        idx = [i for i, b in enumerate(base) if b == name and identities[i]]
+        variants = {df["variant"].iloc[i] for i in idx}
+        if len(variants) < 2:
+            continue
+        keys = sorted({k for i in idx for k in identities[i]})
+        differing = [k for k in keys if len({repr(identities[i].get(k)) for i in idx}) > 1]
+        for i in idx:
+            labels[i] = f"{name} [{', '.join(f'{k}={identities[i].get(k)}' for k in differing[:3])}]"
+    return [str(x) for x in labels]
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per setting (label x data x encoder x epochs): mean and std over the seeds of finished runs, n of them,
+    and how many runs there are in every status (failed and unfinished ones are counted, never hidden)."""
+    keys = ["data", "encoder", "label", "epochs"]
+    rows = []
+    for values, group in runs.dropna(subset=["label"]).groupby(keys, dropna=False, sort=True):
+        done = group[group["status"] == "finished"]
+        row = dict(zip(keys, values))
+        row.update(method=group["method"].iloc[0], ablation=group["ablation"].iloc[0], runs=len(group), n=len(done),
+                   seeds=",".join(str(int(s)) for s in sorted(group["seed"].dropna())),
+                   status=", ".join(f"{c} {s}" for s, c in group["status"].value_counts().items()))
+        for m in METRICS:
+            vals = pd.to_numeric(done[m], errors="coerce").dropna()
+            row[f"{m}_mean"] = vals.mean() if len(vals) else np.nan
+            row[f"{m}_std"] = vals.std(ddof=1) if len(vals) > 1 else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _pm(mean: float, std: float, digits: int = 2) -> str:
+    if mean != mean:
+        return "–"
+    return f"{mean:.{digits}f}" if std != std else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown_tables(runs: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """The summary over seeds, then every run with its status."""
+    show = pd.DataFrame({
+        "data": summary["data"], "encoder": summary["encoder"], "method": summary["label"],
+        "epochs": summary["epochs"], "n": summary["n"].astype(str) + "/" + summary["runs"].astype(str),
+        "kNN top-1": [_pm(m, s) for m, s in zip(summary["knn_top1_mean"], summary["knn_top1_std"])],
+        "linear top-1": [_pm(m, s) for m, s in zip(summary["linear_top1_mean"], summary["linear_top1_std"])],
+        "linear top-5": [_pm(m, s) for m, s in zip(summary["linear_top5_mean"], summary["linear_top5_std"])],
+        "projector linear": [_pm(m, s) for m, s in zip(summary["proj_linear_top1_mean"],
+                                                       summary["proj_linear_top1_std"])],
+        "random-init linear": [_pm(m, s) for m, s in zip(summary["random_init_linear_top1_mean"],
+                                                         summary["random_init_linear_top1_std"])],
+        "online probe†": [_pm(m, s) for m, s in zip(summary["online_probe_acc_mean"], summary["online_probe_acc_std"])],
+        "pretrain s": [_pm(m, s, 0) for m, s in zip(summary["wall_s_mean"], summary["wall_s_std"])],
+        "images/s": [_pm(m, float("nan"), 0) for m in summary["images_per_s_mean"]],
+        "status": summary["status"],
+    })
+    per_run = runs.assign(epochs=runs["epochs"].astype("Int64"), seed=runs["seed"].astype("Int64"),
+                          epochs_done=runs["epochs_done"].astype("Int64"))
+    per_run = per_run[["label", "data", "encoder", "epochs", "seed", "status", "epochs_done", "knn_top1",
+                       "linear_top1", "online_probe_acc", "wall_s", "note", "run_dir"]]
+    per_run = per_run.rename(columns={"label": "method", "online_probe_acc": "online probe†"})
+    return ("## Summary over seeds\n\n"
+            "Mean ± std over the finished runs of each setting (n = finished / all runs). kNN: weighted, k=200, "
+            "T=0.1, cosine. Linear: offline L-BFGS logistic regression on frozen backbone features, weight decay "
+            "chosen on a validation split of train. † online probe: linear classifier trained during pretraining "
+            "on augmented train batches (last epoch) — not comparable to the offline linear probe.\n\n"
+            + show.to_markdown(index=False) + "\n\n## Runs\n\n" + per_run.to_markdown(index=False, floatfmt=".2f")
+            + "\n")
+
+
+def gather_metrics(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every run's metrics.csv rows (long format, with label/seed/status) for per-epoch plots."""
+    frames = []
+    for run in runs.itertuples():
+        df = read_metrics(Path(run.run_dir))
+        if df is not None:
+            frames.append(df.assign(label=run.label, seed=run.seed, status=run.status, data=run.data,
+                                    encoder=run.encoder, epochs=run.epochs))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

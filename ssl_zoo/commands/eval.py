@@ -1,0 +1,79 @@
+"""`ssl-zoo eval run_dir=<path> [eval.<key>=<value> ...]`: offline probes of a run's newest checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ssl_zoo.errors import UserError
+
+
+def _row(name: str, r: dict) -> str:
+    return (f"{name:<24}{r['knn_top1']:>10.2f}{r['linear_top1']:>14.2f}{r.get('linear_top5', float('nan')):>14.2f}"
+            f"{r.get('dim', 0):>7d}")
+
+
+def _knn_grid(sweep: dict[str, float]) -> list[str]:
+    cells = [dict(part.split("=") for part in key.split(",")) | {"acc": acc} for key, acc in sweep.items()]
+    ks = sorted({int(c["k"]) for c in cells})
+    ts = sorted({float(c["T"]) for c in cells})
+    acc = {(int(c["k"]), float(c["T"])): c["acc"] for c in cells}
+    lines = [f"{'':<10}" + "".join(f"{'k=' + str(k):>9}" for k in ks)]
+    for t in ts:
+        lines.append(f"{'T=' + format(t, 'g'):<10}" + "".join(f"{acc.get((k, t), float('nan')):>9.2f}" for k in ks))
+    return lines
+
+
+def format_results(run_dir: Path, r: dict) -> str:
+    """The table `ssl-zoo eval` and `ssl-zoo train` print."""
+    from ssl_zoo.run_eval import ONLINE_PROBE_NOTE
+
+    lines = [f"run: {run_dir}",
+             f"{r.get('method')} / {r.get('ablation')} / {r.get('data')} / {r.get('encoder')}, "
+             f"{r.get('epochs')} epochs, seed {r.get('seed')}: {r.get('status')}"]
+    if r.get("status") == "unfinished":
+        lines.append(f"  unfinished run: evaluated its latest checkpoint (epoch {r.get('epochs_done')} of "
+                     f"{r.get('epochs')}, step {r.get('evaluated_step')}/{r.get('total_steps')}); "
+                     "`ssl-zoo train` with the same config resumes it")
+    if "knn_top1" not in r:
+        lines.append("  no probe results (eval.enabled=false); run `ssl-zoo eval run_dir=...`")
+        return "\n".join(lines)
+    lines.append(f"{'offline probes':<24}{'kNN top-1':>10}{'linear top-1':>14}{'linear top-5':>14}{'dim':>7}")
+    lines.append(_row("trained", r))
+    if "projector" in r:
+        lines.append(_row("trained (projector out)", r["projector"]))
+    for name in ("random_init", "raw_pixels"):
+        if name in r:
+            lines.append(_row(name, r[name]))
+    if "online_probe_acc" in r:
+        lines.append(f"online probe top-1 (last epoch): {r['online_probe_acc']:.2f}   [{ONLINE_PROBE_NOTE}]")
+    lin = r.get("linear", {})
+    if lin:
+        lines.append(f"linear probe: L-BFGS logistic regression on standardised features; weight decay {lin['wd']:g} "
+                     f"chosen on {lin['n_val']} held-out train images (val top-1 {lin['val_top1']:.2f}), "
+                     f"refit on all {lin['n_train']}")
+    if "knn_sweep" in r:
+        lines.append("kNN top-1 of the trained backbone (cosine, votes exp(sim/T)); knn_top1 is k=200, T=0.1 "
+                     "by default (eval.knn_k / eval.knn_t):")
+        lines += ["  " + line for line in _knn_grid(r["knn_sweep"])]
+    wall, ev = r.get("wall_s", 0.0), r.get("eval_s", 0.0)
+    share = f" ({100 * ev / wall:.1f}% of pretraining)" if wall else ""
+    lines.append(f"pretraining {wall:.0f} s at {r.get('images_per_s', 0):.0f} images/s; evaluation {ev:.0f} s{share}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from ssl_zoo.run_eval import evaluate_run_dir
+
+    paths = [a.split("=", 1)[1] for a in args.overrides if a.startswith("run_dir=")]
+    if len(paths) != 1 or not paths[0]:
+        raise UserError("ssl-zoo eval needs exactly one run_dir=<path>")
+    run_dir = Path(paths[0]).expanduser()
+    results = evaluate_run_dir(run_dir, [a for a in args.overrides if not a.startswith("run_dir=")])
+    print(format_results(run_dir, results), flush=True)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="kNN and linear probes of a run's newest checkpoint (written to results.json)")
+    p.add_argument("overrides", nargs="*", help="run_dir=<path>, optionally eval.<key>=<value> and device=<value>")
+    p.set_defaults(func=run)
