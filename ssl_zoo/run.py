@@ -7,12 +7,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from ssl_zoo import distributed
 from ssl_zoo.checkpoint import write_json
 from ssl_zoo.config import run_dir_for
 from ssl_zoo.data import load_data
 from ssl_zoo.run_eval import evaluate_trained
 from ssl_zoo.rundir import check_existing, write_config
-from ssl_zoo.trainer import Diverged, Trainer
+from ssl_zoo.trainer import Diverged, Trainer, pick_device
 
 
 def evaluate_run(trainer: Trainer) -> dict:
@@ -26,27 +27,36 @@ def results_header(cfg: DictConfig) -> dict:
 
 
 def train(cfg: DictConfig) -> Path:
-    """Trains (or resumes) the run the config names and returns its directory."""
+    """Trains (or resumes) the run the config names and returns its directory. Under torchrun or a multi-task
+    SLURM job every process calls this: they train together (DDP) and only rank 0 writes or evaluates."""
+    distributed.init_from_env(pick_device(cfg).type)
+    main = distributed.rank() == 0
     run_dir = run_dir_for(cfg)
     resuming = check_existing(run_dir, cfg)
     data = load_data(cfg.data)  # before anything is written: a missing dataset leaves no directory behind
     trainer = Trainer(cfg, data, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resuming:
-        write_config(run_dir, cfg)
-    if trainer.restore():
+    distributed.barrier()  # every rank has looked at the run directory before rank 0 writes into it
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resuming:
+            write_config(run_dir, cfg)
+    if trainer.restore() and main:
         print(f"resuming {run_dir} at step {trainer.step}/{trainer.total_steps}", flush=True)
     try:
         trainer.fit()
     except Diverged as err:
-        write_json(run_dir / "results.json", {**results_header(cfg), "status": "diverged", "error": str(err),
-                                              "collapsed": False})
+        if main:
+            write_json(run_dir / "results.json", {**results_header(cfg), "status": "diverged", "error": str(err),
+                                                  "collapsed": False})
         raise
+    if not main:
+        return run_dir
     start = time.perf_counter()
     results = {**results_header(cfg), "status": "finished", **evaluate_run(trainer)}
     last = trainer.rows[-1]
     results.update({"wall_s": round(trainer.elapsed, 2), "eval_s": round(time.perf_counter() - start, 2),
-                    "images_per_s": round(trainer.step * trainer.batch_size / max(trainer.elapsed, 1e-9), 1),
+                    "images_per_s": round(trainer.step * trainer.global_batch / max(trainer.elapsed, 1e-9), 1),
+                    "processes": trainer.world,
                     "z_std": last["z_std"], "effective_rank": last["effective_rank"]})
     write_json(run_dir / "results.json", results)
     return run_dir

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from ssl_zoo import monitors
+from ssl_zoo import ddp, distributed, monitors
 from ssl_zoo.checkpoint import load_checkpoint, save_checkpoint
 from ssl_zoo.data import ImageData
 from ssl_zoo.encoders import build_encoder
@@ -27,10 +27,16 @@ from ssl_zoo.rundir import write_metrics
 from ssl_zoo.views import build_view_maker, plain_view
 
 PREEMPTED_EXIT_CODE = 3  # a run stopped by SIGTERM/SIGUSR2 after checkpointing; starting it again resumes
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)  # stop code k = STOP_SIGNALS[k - 1]; the larger code wins
 
 
 class Preempted(Exception):
-    """Raised after the checkpoint that follows a stop signal."""
+    """Raised after the checkpoint that follows a stop signal; `signum` says which (SIGUSR2 is submitit's
+    preemption/timeout signal: a SLURM task then requeues itself)."""
+
+    def __init__(self, message: str, signum: int = signal.SIGTERM):
+        super().__init__(message)
+        self.signum = signum
 
 
 class Diverged(Exception):
@@ -40,7 +46,11 @@ class Diverged(Exception):
 def pick_device(cfg: DictConfig) -> torch.device:
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise UserError("device=cuda but no CUDA device is visible; use device=auto or device=cpu")
-    return torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+    if cfg.device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    if distributed.is_distributed():  # one GPU per process on its node
+        return torch.device("cuda", distributed.local_rank() % torch.cuda.device_count())
+    return torch.device("cuda")
 
 
 def build_method(cfg: DictConfig, seed_offset: int = 0) -> Method:
@@ -71,12 +81,19 @@ class Trainer:
         self.mean, self.std = list(cfg.data.mean), list(cfg.data.std)
         self.views = build_view_maker(cfg.views, self.mean, self.std)
         self.method = build_method(cfg).to(self.device)
+        # DDP: trainer.batch_size images per process; the epoch order, the views, the LR and the checkpoints
+        # follow the global batch of world x batch_size images (ssl_zoo.ddp), so a run matches one process
+        # with that batch. Only rank 0 writes run files.
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        if self.world > 1 and cfg.launcher.get("sync_bn", False):
+            self.method = ddp.sync_batchnorm(self.method, self.device)
         self.channels_last = self.device.type == "cuda" and cfg.trainer.channels_last in ("auto", True)
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.method.param_groups(), cfg.trainer)
         t = cfg.trainer
-        self.batch_size = int(t.batch_size)
+        self.batch_size = int(t.batch_size)  # per process
+        self.global_batch = self.batch_size * self.world
         self.images = data.pretrain_x.to(self.device)
         unlabeled = len(self.images) - len(data.train_y)  # STL-10's unlabeled images carry label -1
         self.labels = torch.cat([data.train_y, data.train_y.new_full((unlabeled,), -1)]).to(self.device)
@@ -84,32 +101,39 @@ class Trainer:
         # online_probe_acc (an ONLINE number, not comparable to the frozen-feature linear probe).
         self.probe = torch.nn.Linear(self.method.feat_dim, data.num_classes).to(self.device)
         self.probe_opt = torch.optim.AdamW(self.probe.parameters(), lr=1e-3, weight_decay=0.0)
-        self.steps_per_epoch = len(self.images) // self.batch_size
+        self.steps_per_epoch = len(self.images) // self.global_batch
         if self.steps_per_epoch == 0:
-            raise UserError(f"trainer.batch_size={self.batch_size} is larger than the {len(self.images)} "
-                            "training images; lower it")
+            raise UserError(f"trainer.batch_size={self.batch_size} x {self.world} process(es) is larger than the "
+                            f"{len(self.images)} training images; lower it")
         self.total_steps = int(t.epochs) * self.steps_per_epoch
         self.warmup_steps = min(int(float(t.warmup_epochs) * self.steps_per_epoch), self.total_steps)
-        self.peak_lr = peak_lr(t, self.batch_size)
+        self.peak_lr = peak_lr(t, self.global_batch)
         bf16 = t.precision == "bf16" or (t.precision == "auto" and self.device.type == "cuda")
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext())
-        self.step_fn = torch.compile(self.method.training_step) if t.compile else self.method.training_step
+        step_fn = ddp.wrap(self.method, self.device) if self.world > 1 else self.method.training_step
+        self.step_fn = torch.compile(step_fn) if t.compile else step_fn
+        self.stop_vote = ddp.StopVote() if self.world > 1 else None
         self.monitor_x = data.test_x[: int(cfg.monitor.num_images)]
         self.step, self.rows, self.elapsed = 0, [], 0.0
         self.sums: dict[str, torch.Tensor] = {}
-        self.stop_requested = False
+        self.stop_requested = False  # set at a step boundary, by every rank at the same step
+        self.stop_code = 0  # set by the signal handler: 1 SIGTERM, 2 SIGUSR2
 
     # --- checkpoints -------------------------------------------------------------------------------------
     def state(self) -> dict:
         return {"method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
                 "probe": self.probe.state_dict(), "probe_opt": self.probe_opt.state_dict(),
                 "rows": self.rows, "elapsed": self.elapsed,
-                "sums": {k: v.detach().cpu() for k, v in self.sums.items()}}
+                "sums": {k: v.detach().cpu() for k, v in self.sums.items()}, "world_size": self.world}
 
     def restore(self) -> bool:
         state = load_checkpoint(self.run_dir)
         if state is None:
             return False
+        if int(state.get("world_size", 1)) != self.world:
+            raise UserError(f"checkpoint in {self.run_dir} comes from {state.get('world_size', 1)} process(es), "
+                            f"this run has {self.world}: the global batch would change; resume it on "
+                            f"{state.get('world_size', 1)} or train under another run_name")
         try:
             self.method.load_state_dict(state["method"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -122,11 +146,13 @@ class Trainer:
         return True
 
     def checkpoint(self) -> None:
-        save_checkpoint(self.run_dir, self.state())
+        if self.rank == 0:
+            save_checkpoint(self.run_dir, self.state())
+        distributed.barrier()  # no rank goes on (or exits) before the checkpoint is whole
 
     # --- the loop ----------------------------------------------------------------------------------------
     def _request_stop(self, signum, frame) -> None:
-        self.stop_requested = True
+        self.stop_code = max(self.stop_code, STOP_SIGNALS.index(signum) + 1)
 
     def fit(self) -> None:
         handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGUSR2)}
@@ -144,7 +170,8 @@ class Trainer:
             self._run_epoch(epoch)
             if self.stop_requested:
                 self.checkpoint()
-                raise Preempted(f"stopped at step {self.step}; checkpoint saved")
+                raise Preempted(f"stopped at step {self.step}; checkpoint saved",
+                                STOP_SIGNALS[max(self.stop_code, 1) - 1])
             self._end_epoch(epoch)
             if (epoch + 1) % every == 0 or epoch + 1 == epochs:
                 self.checkpoint()
@@ -158,15 +185,18 @@ class Trainer:
                    disable=not self.cfg.progress_bar, leave=False, dynamic_ncols=True)
         start, done = time.perf_counter(), 0
         for i in bar:
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size].to(self.device)
+            start_i = i * self.global_batch + self.rank * self.batch_size  # this rank's slice of the batch
+            idx = order[start_i:start_i + self.batch_size].to(self.device)
             logs = self._train_step(self.images[idx], self.labels[idx])
-            done += self.batch_size
+            done += self.global_batch
             if (i + 1) % log_every == 0:
-                loss = logs["loss"].item()
+                loss = distributed.all_reduce_mean_(logs["loss"].clone()).item()  # every rank decides alike
                 if not math.isfinite(loss):
                     raise Diverged(f"loss is {loss} at step {self.step}, epoch {epoch + 1}")
                 bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{done / (time.perf_counter() - start):.0f}")
-            if self.stop_requested:
+            code = self.stop_code if self.stop_vote is None else self.stop_vote(self.stop_code)
+            if code:
+                self.stop_requested, self.stop_code = True, code
                 break
         self.elapsed += time.perf_counter() - start
         self.sums["images"] = self.sums.get("images", torch.zeros((), device=self.device)) + done
@@ -177,7 +207,8 @@ class Trainer:
         progress = self.step / self.total_steps
         lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.peak_lr, float(self.cfg.trainer.min_lr))
         set_lr(self.optimizer, lr, self.peak_lr)
-        views = self.views(x_uint8, step_generator(self.device, self.seed, self.step))
+        views = ddp.shard_views(self.views, x_uint8, step_generator(self.device, self.seed, self.step),
+                                self.rank, self.world)
         if self.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         with self.autocast:
@@ -208,16 +239,24 @@ class Trainer:
         loss = torch.nn.functional.cross_entropy(logits, y, ignore_index=-1, reduction="sum") / labelled.sum().clamp_min(1)
         self.probe_opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.world > 1:
+            ddp.average_grads_(self.probe.parameters())
         self.probe_opt.step()
         return ((logits.argmax(1) == y) & labelled).sum(), labelled.sum()
 
     def _end_epoch(self, epoch: int) -> None:
+        if self.world > 1:  # the epoch's means over every rank's batches (images are counted globally)
+            keys = sorted(self.sums)
+            mean = distributed.all_reduce_mean_(torch.stack([self.sums[k].float() for k in keys]))
+            self.sums = dict(zip(keys, mean.unbind()))
         sums = {k: v.item() for k, v in self.sums.items()}
         self.sums = {}
         n = max(sums.pop("n", 1.0), 1.0)
         images, seconds = sums.pop("images", 0.0), sums.pop("seconds", 1e-9)
         if not math.isfinite(sums["loss"]):
             raise Diverged(f"loss is {sums['loss'] / n} at step {self.step}, epoch {epoch + 1}")
+        if self.rank != 0:
+            return
         row = {"epoch": epoch + 1, "step": self.step}
         row.update({k: v / n for k, v in sums.items()})
         if "online_probe_labelled" in row:  # accuracy over the epoch's labelled images, not a mean of batch means

@@ -1,7 +1,9 @@
-"""`ssl-zoo train [-m] overrides...`: one run, or a sweep of runs in sequence on this machine."""
+"""`ssl-zoo train [-m] overrides...`: one run, or a sweep: in sequence on this machine (launcher=local) or as
+one SLURM array job (launcher=slurm)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 
@@ -13,19 +15,57 @@ def print_results(run_dir: Path) -> None:
 
 
 def run(args) -> int:
-    from ssl_zoo.config import load_config
+    from ssl_zoo import distributed, launch
     from ssl_zoo.run import train
     from ssl_zoo.sweep import expand_sweep
+    from ssl_zoo.trainer import pick_device
 
     jobs = expand_sweep(args.overrides) if args.multirun else [args.overrides]
-    configs = [load_config(job) for job in jobs]  # every config checked before the first run starts
-    for cfg in configs:
-        print_results(train(cfg))
+    configs = [launch.load(job) for job in jobs]  # every config checked before the first run starts
+    launch.same_launcher(configs)
+    if configs[0].launcher.name == "slurm":
+        return submit(configs, jobs)
+    distributed.init_from_env(pick_device(configs[0]).type)  # under torchrun: all ranks train, rank 0 reports
+    main = distributed.rank() == 0
+    if args.multirun:
+        sweep_dir, todo, ended = launch.plan(configs)
+        if main:
+            ident = "local-" + time.strftime("%Y%m%d-%H%M%S")
+            launch.write_manifest(sweep_dir, ident, "local", configs, todo, ended, jobs, [None] * len(todo))
+            print(f"sweep: {len(todo)} run(s) in {sweep_dir}{_skipped(ended)}; "
+                  f"progress: ssl-zoo status {sweep_dir}", flush=True)
+    else:
+        todo = [0]
+    for i in todo:
+        run_dir = train(configs[i])
+        if main:
+            print_results(run_dir)
+    distributed.shutdown()
+    return 0
+
+
+def _skipped(ended: list[tuple[int, str]]) -> str:
+    return f" ({len(ended)} already ended: skipped)" if ended else ""
+
+
+def submit(configs, jobs) -> int:
+    """launcher=slurm: one array job for the whole sweep; returns as soon as SLURM has it."""
+    from ssl_zoo import launch
+
+    job_id, sweep_dir, ended = launch.submit_slurm(configs, jobs)
+    if not job_id:
+        print(f"nothing to submit: all {len(ended)} run(s) in {sweep_dir} already ended")
+        return 0
+    n = len(configs) - len(ended)
+    print(f"submitted SLURM job {job_id}: {n} task(s){_skipped(ended)}")
+    print(f"sweep directory: {sweep_dir}")
+    print(f"follow it: ssl-zoo status {sweep_dir}", flush=True)
     return 0
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="pretrain (and evaluate) one run, or a sweep with -m")
-    p.add_argument("-m", "--multirun", action="store_true", help="sweep over comma-separated values")
+    p.add_argument("-m", "--multirun", action="store_true",
+                   help="sweep over comma-separated values (launcher=slurm: one array job)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. method=simsiam trainer.epochs=50")
     p.set_defaults(func=run)

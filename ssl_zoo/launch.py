@@ -1,0 +1,252 @@
+"""Launching runs: a sweep as ONE SLURM array job through submitit (launcher=slurm), or in this process
+(launcher=local), with the same command line.
+
+The sweep directory is the runs' out_dir: run directories live below it, and <sweep dir>/jobs/ holds submitit's
+files (logs, pickles) and one manifest per submission (sweep-<id>.json: task -> run directory) that
+`ssl-zoo status` reads. Run directories are named by config, so submitting the same grid again resumes its
+unfinished runs and skips the ended ones instead of duplicating them.
+
+Preemption and timeouts (submitit's checkpoint() contract): SLURM sends USR2 `signal_delay_s` before the time
+limit (and submitit's own preemption helper sends it). During training the trainer catches it, finishes the
+step, writes checkpoints/last.pt and raises Preempted; TrainTask then hands over to submitit's handler, which
+calls TrainTask.checkpoint() (the same task, to resume from last.pt), requeues the array task and exits. SIGTERM
+(`scontrol requeue`, preemption by SLURM, scancel) also checkpoints first; SLURM requeues (or cancels) by itself.
+A task that fails for real (bad config, NaN loss) raises: submitit records the error and nothing requeues it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import submitit
+from omegaconf import DictConfig, OmegaConf
+
+from ssl_zoo.checkpoint import write_json
+from ssl_zoo.config import config_hash, load_config, run_dir_for
+from ssl_zoo.errors import UserError
+from ssl_zoo.rundir import check_existing, read_results
+
+JOBS = "jobs"  # <sweep dir>/jobs: submitit's folder and the manifests
+ENDED = ("finished", "diverged")  # results.json states a sweep never starts again
+
+
+# --- configs ------------------------------------------------------------------------------------------------
+def tasks_per_node(launcher: DictConfig) -> int:
+    gpus = int(launcher.get("gpus_per_node") or 0)
+    tasks = launcher.get("tasks_per_node")
+    if gpus and tasks is not None and int(tasks) != gpus:
+        raise UserError(f"launcher.tasks_per_node={tasks} but launcher.gpus_per_node={gpus}: one process per GPU "
+                        "(leave tasks_per_node unset)")
+    n = gpus or int(tasks or 1)
+    if n < 1 or gpus < 0:
+        raise UserError("launcher.tasks_per_node and launcher.gpus_per_node must be >= 1 / >= 0")
+    return n
+
+
+def world_size(launcher: DictConfig) -> int:
+    """Processes per run the launcher starts (local: one; torchrun sets its own)."""
+    if launcher.name != "slurm":
+        return 1
+    if int(launcher.nodes) < 1:
+        raise UserError(f"launcher.nodes must be >= 1, got {launcher.nodes}")
+    return int(launcher.nodes) * tasks_per_node(launcher)
+
+
+@contextmanager
+def _world_size_env(world: int):
+    old = os.environ.get("WORLD_SIZE")
+    os.environ["WORLD_SIZE"] = str(world)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("WORLD_SIZE")
+        else:
+            os.environ["WORLD_SIZE"] = old
+
+
+def load(overrides: list[str]) -> DictConfig:
+    """load_config, with the methods' checks seeing the processes a SLURM task will have (a MoCo queue must
+    take whole global batches)."""
+    cfg = load_config(overrides)
+    world = world_size(cfg.launcher)
+    if world > 1:
+        with _world_size_env(world):
+            cfg = load_config(overrides)
+    return cfg
+
+
+def _is_ended(run_dir: Path, cfg: DictConfig) -> str | None:
+    results = read_results(run_dir)
+    if not results or results.get("status") not in ENDED or not (run_dir / "config.yaml").exists():
+        return None
+    return str(results["status"]) if config_hash(OmegaConf.load(run_dir / "config.yaml")) == config_hash(cfg) else None
+
+
+def plan(configs: list[DictConfig]) -> tuple[Path, list[int], list[tuple[int, str]]]:
+    """Checks a sweep before anything starts: one out_dir (the sweep directory), no two runs in one directory,
+    every existing directory resumable. Returns (sweep dir, indices to run, [(index, status)] of ended runs)."""
+    dirs = {Path(str(c.out_dir)).expanduser().resolve() for c in configs}
+    if len(dirs) > 1:
+        raise UserError(f"a sweep writes below one out_dir (its sweep directory); got {len(dirs)}: "
+                        f"{', '.join(sorted(map(str, dirs)))}")
+    seen: dict[Path, int] = {}
+    todo, ended = [], []
+    for i, cfg in enumerate(configs):
+        run_dir = run_dir_for(cfg)
+        if run_dir in seen:
+            raise UserError(f"runs {seen[run_dir]} and {i} of the sweep are the same run ({run_dir}); "
+                            "drop the duplicate value or give them different run names")
+        seen[run_dir] = i
+        status = _is_ended(run_dir, cfg)
+        if status:
+            ended.append((i, status))
+            continue
+        check_existing(run_dir, cfg)  # a different config or resume=never there: an error, before any start
+        todo.append(i)
+    return dirs.pop(), todo, ended
+
+
+def same_launcher(configs: list[DictConfig]) -> DictConfig:
+    first = configs[0].launcher
+    for cfg in configs[1:]:
+        if OmegaConf.to_container(cfg.launcher) != OmegaConf.to_container(first):
+            raise UserError("launcher.* must be the same for every run of a sweep (one job, one resource request)")
+    return first
+
+
+# --- manifests ----------------------------------------------------------------------------------------------
+def write_manifest(sweep_dir: Path, ident: str, launcher: str, configs: list[DictConfig], todo: list[int],
+                   ended: list[tuple[int, str]], overrides: list[list[str]], job_ids: list[str | None]) -> Path:
+    tasks = [{"index": n, "job_id": job_ids[n], "run_dir": str(run_dir_for(configs[i]).relative_to(sweep_dir)),
+              "overrides": overrides[i], "epochs": int(configs[i].trainer.epochs)} for n, i in enumerate(todo)]
+    manifest = {"id": ident, "launcher": launcher, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "host": socket.gethostname(), "pid": os.getpid(), "command": " ".join(sys.argv),
+                "tasks": tasks,
+                "skipped": [{"run_dir": str(run_dir_for(configs[i]).relative_to(sweep_dir)), "status": s}
+                            for i, s in ended]}
+    path = sweep_dir / JOBS / f"sweep-{ident}.json"
+    write_json(path, manifest)
+    return path
+
+
+def read_manifests(sweep_dir: Path) -> list[dict]:
+    """Every submission into this sweep directory, oldest first."""
+    out = []
+    for path in sorted((sweep_dir / JOBS).glob("sweep-*.json")):
+        try:
+            out.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return sorted(out, key=lambda m: m.get("submitted", ""))
+
+
+# --- the SLURM task -----------------------------------------------------------------------------------------
+class TrainTask(submitit.helpers.Checkpointable):
+    """One array task: ssl_zoo.run.train on one config (resolved and checked at submit time)."""
+
+    def __init__(self, config: dict):
+        self.config = config
+
+    def __call__(self) -> str:
+        import torch
+
+        from ssl_zoo import distributed
+        from ssl_zoo.run import train
+        from ssl_zoo.trainer import Preempted
+
+        if os.environ.get("SLURM_CPUS_PER_TASK"):  # the CPUs SLURM gave this task, not the whole node
+            torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
+        cfg = OmegaConf.create(self.config)
+        run_dir = run_dir_for(cfg)
+        if _is_ended(run_dir, cfg):  # requeued after it had ended: nothing left to do
+            return str(run_dir)
+        requeue = signal.getsignal(signal.SIGUSR2)  # submitit's: checkpoint() + scontrol requeue + exit
+        try:
+            return str(train(cfg))
+        except Preempted as err:
+            if err.signum == signal.SIGUSR2 and callable(requeue):
+                requeue(signal.SIGUSR2, None)  # rank 0 requeues and exits; other ranks return here
+            # SIGTERM: SLURM itself requeues (scontrol requeue, preemption) or cancels the job. Exiting without
+            # raising leaves no error result behind.
+            raise SystemExit(3) from None
+        finally:
+            distributed.shutdown()
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        """submitit calls this on USR2, before it requeues. The training state is already on disk: during
+        training the trainer's own handler turns the signal into a checkpoint before this runs, and outside
+        training checkpoints/last.pt is current. The same task resumes from it."""
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+# --- submission ---------------------------------------------------------------------------------------------
+def _check_slurm(launcher: DictConfig) -> None:
+    if shutil.which("sbatch") is None or shutil.which("srun") is None:
+        raise UserError("launcher=slurm needs sbatch and srun on PATH (no SLURM here? use launcher=local)")
+    if int(launcher.timeout_min) * 60 <= int(launcher.signal_delay_s):
+        raise UserError(f"launcher.timeout_min={launcher.timeout_min} leaves no time before the USR2 sent "
+                        f"launcher.signal_delay_s={launcher.signal_delay_s} s before the limit")
+    if launcher.partition:
+        out = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True)
+        names = [p.rstrip("*") for p in out.stdout.split()]
+        if out.returncode == 0 and str(launcher.partition) not in names:
+            raise UserError(f"unknown SLURM partition '{launcher.partition}'; partitions: {', '.join(names)}")
+
+
+def executor(launcher: DictConfig, folder: Path) -> submitit.SlurmExecutor:
+    gpus = int(launcher.gpus_per_node or 0)
+    mem = launcher.mem_gb
+    params = {"partition": launcher.partition, "time": int(launcher.timeout_min),
+              "nodes": int(launcher.nodes), "ntasks_per_node": tasks_per_node(launcher),
+              "cpus_per_task": launcher.cpus_per_task, "mem": None if mem is None else f"{int(float(mem) * 1024)}MB",
+              "gpus_per_node": gpus or None, "array_parallelism": int(launcher.array_parallelism),
+              "signal_delay_s": int(launcher.signal_delay_s), "account": launcher.account, "qos": launcher.qos,
+              "constraint": launcher.constraint, "exclude": launcher.exclude, "job_name": str(launcher.job_name),
+              "setup": list(launcher.setup) or None,
+              "additional_parameters": OmegaConf.to_container(launcher.additional) or None}
+    ex = submitit.SlurmExecutor(folder, max_num_timeout=int(launcher.max_num_timeout))
+    try:
+        ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    except ValueError as err:
+        raise UserError(f"bad launcher setting: {str(err).splitlines()[0]}") from err
+    return ex
+
+
+def submit_slurm(configs: list[DictConfig], overrides: list[list[str]]) -> tuple[str, Path, list[tuple[int, str]]]:
+    """Submits the runs still to do as one array job. Returns (job id, sweep dir, ended runs skipped)."""
+    launcher = same_launcher(configs)
+    _check_slurm(launcher)
+    sweep_dir, todo, ended = plan(configs)
+    if not todo:
+        return "", sweep_dir, ended
+    folder = sweep_dir / JOBS
+    ex = executor(launcher, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    before = set(folder.iterdir())
+    tasks = []
+    for i in todo:
+        cfg = configs[i].copy()
+        cfg.out_dir = str(sweep_dir)  # absolute: the task's working directory may differ
+        tasks.append(TrainTask(OmegaConf.to_container(cfg, resolve=True)))
+    try:
+        with submitit.helpers.clean_env():  # no SLURM_*/RANK variables of this shell leak into the tasks
+            jobs = ex.submit_array(tasks)
+    except (submitit.core.utils.FailedJobError, subprocess.CalledProcessError, OSError) as err:
+        for path in set(folder.iterdir()) - before:  # nothing was submitted: leave nothing behind
+            path.unlink(missing_ok=True)
+        lines = [ln for ln in str(err).splitlines() if ln.strip()]
+        raise UserError(f"sbatch refused the job: {lines[-1] if lines else type(err).__name__}") from err
+    job_ids = [str(j.job_id) for j in jobs]
+    array_id = job_ids[0].split("_")[0]
+    write_manifest(sweep_dir, array_id, "slurm", configs, todo, ended, overrides, job_ids)
+    return array_id, sweep_dir, ended
