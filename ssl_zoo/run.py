@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ssl_zoo import distributed
+from ssl_zoo import distributed, monitors
 from ssl_zoo.checkpoint import write_json
 from ssl_zoo.config import run_dir_for
 from ssl_zoo.data import load_data
@@ -57,7 +57,7 @@ def train(cfg: DictConfig) -> Path:
     results.update({"wall_s": round(trainer.elapsed, 2), "eval_s": round(time.perf_counter() - start, 2),
                     "images_per_s": round(trainer.step * trainer.global_batch / max(trainer.elapsed, 1e-9), 1),
                     "processes": trainer.world,
-                    "z_std": last["z_std"], "effective_rank": last["effective_rank"]})
+                    **monitors.final_collapse(cfg, last)})  # `collapsed` by monitors.COLLAPSE_RULE
     write_json(run_dir / "results.json", results)
     return run_dir
 

@@ -175,6 +175,8 @@ class Trainer:
             self._end_epoch(epoch)
             if (epoch + 1) % every == 0 or epoch + 1 == epochs:
                 self.checkpoint()
+        if self.rank == 0:
+            monitors.save_spectra(self.run_dir, self.method, self.monitor_input())  # spectrum.npy at the end
 
     def _run_epoch(self, epoch: int) -> None:
         self.method.train()
@@ -271,6 +273,12 @@ class Trainer:
         tqdm.write(f"epoch {epoch + 1}: loss {row['loss']:.4f}  z_std {row['z_std']:.4f}  "
                    f"{row['images_per_s']:.0f} img/s")
 
+    def monitor_input(self) -> torch.Tensor:
+        return plain_view(self.monitor_x.to(self.device), int(self.cfg.data.image_size), self.mean, self.std)
+
     def monitor(self) -> dict[str, float]:
-        x = plain_view(self.monitor_x.to(self.device), int(self.cfg.data.image_size), self.mean, self.std)
-        return monitors.collapse_metrics(self.method, x)
+        # Two augmented views of the held-out images from a fixed generator (the same pairs every epoch, drawn
+        # apart from the training draws) give alignment and uniformity.
+        gen = torch.Generator(device=self.device).manual_seed(self.seed + 0x5EED)
+        views = self.views(self.monitor_x.to(self.device), gen)[:2]
+        return monitors.collapse_metrics(self.method, self.monitor_input(), views)
