@@ -21,6 +21,7 @@ from ssl_zoo.checkpoint import load_checkpoint, save_checkpoint
 from ssl_zoo.data import ImageData
 from ssl_zoo.encoders import build_encoder
 from ssl_zoo.errors import UserError
+from ssl_zoo.gpu_loader import ViewPrefetcher
 from ssl_zoo.method import Method, method_class
 from ssl_zoo.optim import build_optimizer, lr_at, peak_lr, set_lr
 from ssl_zoo.rundir import write_metrics
@@ -110,12 +111,22 @@ class Trainer:
         self.peak_lr = peak_lr(t, self.global_batch)
         bf16 = t.precision == "bf16" or (t.precision == "auto" and self.device.type == "cuda")
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext())
-        step_fn = ddp.wrap(self.method, self.device) if self.world > 1 else self.method.training_step
-        self.step_fn = torch.compile(step_fn) if t.compile else step_fn
+        self.step_fn = ddp.wrap(self.method, self.device) if self.world > 1 else self.method.training_step
+        # trainer.compile: each part of the method is compiled in place (state_dict keys unchanged), and the view
+        # maker too. Not training_step as a whole: its python-float `progress` would recompile it every step.
+        self.make_views = self.views
+        if t.compile:
+            # The parts share one code object (Module._call_impl): each part and mode is one dynamo cache entry.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+            for part in self.method.children():
+                part.compile()
+            self.make_views = torch.compile(self.views)
+        self.prefetch_views = self.device.type == "cuda"  # next batch's views on a side stream (gpu_loader)
         self.stop_vote = ddp.StopVote() if self.world > 1 else None
         self.monitor_x = data.test_x[: int(cfg.monitor.num_images)]
         self.step, self.rows, self.elapsed = 0, [], 0.0
         self.sums: dict[str, torch.Tensor] = {}
+        self.host_sums: dict[str, float] = {}  # python-number logs (lr, tau, ...): summed here, no device copy
         self.stop_requested = False  # set at a step boundary, by every rank at the same step
         self.stop_code = 0  # set by the signal handler: 1 SIGTERM, 2 SIGUSR2
 
@@ -180,16 +191,23 @@ class Trainer:
 
     def _run_epoch(self, epoch: int) -> None:
         self.method.train()
-        order = epoch_order(len(self.images), self.seed, epoch)
+        order = epoch_order(len(self.images), self.seed, epoch).to(self.device)  # one copy per epoch
         first = self.step - epoch * self.steps_per_epoch
         log_every = max(1, int(self.cfg.trainer.log_every))
         bar = tqdm(range(first, self.steps_per_epoch), desc=f"epoch {epoch + 1}/{self.cfg.trainer.epochs}",
                    disable=not self.cfg.progress_bar, leave=False, dynamic_ncols=True)
         start, done = time.perf_counter(), 0
+
+        def batch(i: int) -> torch.Tensor:  # this rank's slice of the global batch i
+            start_i = i * self.global_batch + self.rank * self.batch_size
+            return order[start_i:start_i + self.batch_size]
+
+        ahead = ViewPrefetcher(lambda i: self._make_views(self.images[batch(i)], epoch * self.steps_per_epoch + i),
+                               self.device, self.steps_per_epoch) if self.prefetch_views else None
         for i in bar:
-            start_i = i * self.global_batch + self.rank * self.batch_size  # this rank's slice of the batch
-            idx = order[start_i:start_i + self.batch_size].to(self.device)
-            logs = self._train_step(self.images[idx], self.labels[idx])
+            idx = batch(i)
+            views = ahead.get(i) if ahead is not None else None
+            logs = self._train_step(self.images[idx] if views is None else None, self.labels[idx], views)
             done += self.global_batch
             if (i + 1) % log_every == 0:
                 loss = distributed.all_reduce_mean_(logs["loss"].clone()).item()  # every rank decides alike
@@ -201,18 +219,32 @@ class Trainer:
                 self.stop_requested, self.stop_code = True, code
                 break
         self.elapsed += time.perf_counter() - start
+        for k, v in self.host_sums.items():  # one device add per key per epoch
+            self.sums[k] = self.sums.get(k, torch.zeros((), device=self.device)) + v
+        self.host_sums = {}
         self.sums["images"] = self.sums.get("images", torch.zeros((), device=self.device)) + done
         self.sums["seconds"] = self.sums.get("seconds", torch.zeros((), device=self.device)) + (
             time.perf_counter() - start)
 
-    def _train_step(self, x_uint8: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _make_views(self, x_uint8: torch.Tensor, step: int) -> list[torch.Tensor]:
+        gen = step_generator(self.device, self.seed, step)
+        if self.world > 1:
+            views = ddp.shard_views(self.views, x_uint8, gen, self.rank, self.world)
+        else:
+            views = self.make_views(x_uint8, gen)
+        if self.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        return views
+
+    def _train_step(self, x_uint8: torch.Tensor | None, y: torch.Tensor,
+                    views: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """One step on x_uint8's views, or on `views` already made for this step (prefetched, or synthetic
+        ones in benchmarks/throughput.py)."""
         progress = self.step / self.total_steps
         lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.peak_lr, float(self.cfg.trainer.min_lr))
         set_lr(self.optimizer, lr, self.peak_lr)
-        views = ddp.shard_views(self.views, x_uint8, step_generator(self.device, self.seed, self.step),
-                                self.rank, self.world)
-        if self.channels_last:
-            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        if views is None:
+            views = self._make_views(x_uint8, self.step)
         with self.autocast:
             out = self.step_fn(views, progress)
         self.optimizer.zero_grad(set_to_none=True)
@@ -227,10 +259,12 @@ class Trainer:
         if out.features is not None and self.cfg.eval.online_probe:
             logs["online_probe_correct"], logs["online_probe_labelled"] = self._probe_step(
                 out.features.detach().float(), y)
-        for k, v in logs.items():  # summed on the device: no host sync per step
-            v = torch.as_tensor(v, dtype=torch.float32, device=self.device)
-            self.sums[k] = self.sums.get(k, torch.zeros((), device=self.device)) + v.detach()
-        self.sums["n"] = self.sums.get("n", torch.zeros((), device=self.device)) + 1
+        for k, v in logs.items():  # tensors summed on the device, numbers on the host: no sync, no copy
+            if isinstance(v, torch.Tensor):
+                self.sums[k] = self.sums.get(k, torch.zeros((), device=self.device)) + v.detach().float()
+            else:
+                self.host_sums[k] = self.host_sums.get(k, 0.0) + float(v)
+        self.host_sums["n"] = self.host_sums.get("n", 0.0) + 1
         return logs
 
     def _probe_step(self, features: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
