@@ -40,12 +40,18 @@ def fsync_dir(folder: Path) -> None:
 
 
 def _write_temp(path: Path, write: Callable[[BinaryIO], None]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The content under a temp name next to `path`, fsync'd; a failed write (disk full) leaves nothing."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {err.strerror or err} (the previous file is kept); free space or "
+                        "fix permissions, then run the same command again") from err
     return tmp
 
 

@@ -8,6 +8,7 @@ the file system; `check_data_root` and rundir.check_existing check paths right b
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import os
 import re
@@ -61,6 +62,12 @@ def _compose(overrides: list[str]) -> DictConfig:
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         raise UserError(_one_line(err)) from err
     return cfg
+
+
+@functools.lru_cache(maxsize=64)
+def _shipped_defaults(groups: tuple[str, ...]) -> DictConfig:
+    """The config the chosen groups ship with, before the user's key overrides (read-only; cached)."""
+    return _compose(list(groups))
 
 
 def _check_types(cfg, defaults, path: str = "") -> None:
@@ -140,7 +147,7 @@ def load_config(overrides: list[str]) -> DictConfig:
     cfg = _compose(overrides)
     check_ablation(cfg)  # before anything else: Hydra silently adds keys a method lacks
     groups = [o for o in overrides if _key(o) in GROUPS]
-    _check_types(cfg, _compose(groups))
+    _check_types(cfg, _shipped_defaults(tuple(groups)))
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as err:

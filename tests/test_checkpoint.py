@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 
@@ -185,3 +186,15 @@ def test_trainer_never_saves_non_finite_weights_and_resumes_after_a_fallback(tmp
     again.step = 7
     again.checkpoint()  # replaces the bad last.pt, keeps the good prev.pt
     assert _steps(run_dir) == {"last.pt": 7, "prev.pt": 0}
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    atomic_write_text(tmp_path / "metrics.csv", "old")
+
+    def disk_full(f):
+        f.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(UserError, match="No space left on device.*previous file is kept"):
+        checkpoint._write_temp(tmp_path / "metrics.csv", disk_full)
+    assert (tmp_path / "metrics.csv").read_text() == "old" and not list(tmp_path.glob(".*"))
