@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from ssl_zoo import ddp, distributed, monitors
-from ssl_zoo.checkpoint import load_checkpoint, save_checkpoint
+from ssl_zoo.checkpoint import find_checkpoint, save_checkpoint
 from ssl_zoo.data import ImageData
 from ssl_zoo.encoders import build_encoder
 from ssl_zoo.errors import UserError
@@ -138,9 +138,11 @@ class Trainer:
                 "sums": {k: v.detach().cpu() for k, v in self.sums.items()}, "world_size": self.world}
 
     def restore(self) -> bool:
-        state = load_checkpoint(self.run_dir)
-        if state is None:
+        found = find_checkpoint(self.run_dir)  # last.pt, or prev.pt (one warning line) when last.pt is bad
+        if found is None:
             return False
+        state, path = found
+        self.keep_previous = path.name == "last.pt"  # never rotate an unreadable last.pt into prev.pt
         if int(state.get("world_size", 1)) != self.world:
             raise UserError(f"checkpoint in {self.run_dir} comes from {state.get('world_size', 1)} process(es), "
                             f"this run has {self.world}: the global batch would change; resume it on "
@@ -150,16 +152,29 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.probe.load_state_dict(state["probe"])
             self.probe_opt.load_state_dict(state["probe_opt"])
-        except (KeyError, RuntimeError, ValueError) as err:
-            raise UserError(f"checkpoint in {self.run_dir} does not fit this config ({type(err).__name__})") from err
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as err:
+            raise UserError(f"checkpoint {path} does not fit this config ({type(err).__name__}); delete "
+                            f"{path.parent} to restart the run, or train under another run_name") from err
         self.step, self.rows, self.elapsed = int(state["step"]), list(state["rows"]), float(state["elapsed"])
         self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
+        if self.rank == 0:  # rows written after this checkpoint (then a kill) are dropped: they will be redone
+            write_metrics(self.run_dir, self.rows)
         return True
 
     def checkpoint(self) -> None:
+        self._check_finite()
         if self.rank == 0:
-            save_checkpoint(self.run_dir, self.state())
+            save_checkpoint(self.run_dir, self.state(), keep_previous=getattr(self, "keep_previous", True))
+        self.keep_previous = True
         distributed.barrier()  # no rank goes on (or exits) before the checkpoint is whole
+
+    def _check_finite(self) -> None:
+        """A checkpoint never holds NaN/inf weights (the loss is only checked every log_every steps): the last
+        good checkpoint stays last.pt instead. One host sync per checkpoint."""
+        floats = [t for t in self.method.state_dict().values() if t.is_floating_point()]
+        if floats and not bool(torch.stack([t.isfinite().all() for t in floats]).all()):
+            epoch = max(1, math.ceil(self.step / self.steps_per_epoch))
+            raise Diverged(f"weights are not finite at step {self.step}, epoch {epoch}")
 
     # --- the loop ----------------------------------------------------------------------------------------
     def _request_stop(self, signum, frame) -> None:
@@ -176,16 +191,23 @@ class Trainer:
     def _fit(self) -> None:
         epochs = int(self.cfg.trainer.epochs)
         every = int(self.cfg.trainer.checkpoint_every)
+        if self.step == 0:  # a run that diverges or is killed in its first epoch still has a whole checkpoint
+            self.checkpoint()
         while self.step < self.total_steps:
             epoch = self.step // self.steps_per_epoch
             self._run_epoch(epoch)
             if self.stop_requested:
+                if self.step == (epoch + 1) * self.steps_per_epoch:  # stopped on the epoch's last step: its row
+                    self._end_epoch(epoch)  # belongs in this checkpoint, the resumed run starts the next epoch
                 self.checkpoint()
                 raise Preempted(f"stopped at step {self.step}; checkpoint saved",
                                 STOP_SIGNALS[max(self.stop_code, 1) - 1])
             self._end_epoch(epoch)
             if (epoch + 1) % every == 0 or epoch + 1 == epochs:
                 self.checkpoint()
+        code = self.stop_code if self.stop_vote is None else self.stop_vote(self.stop_code)
+        if code:  # the signal came after the last step: the final checkpoint is whole, a restart evaluates
+            raise Preempted(f"stopped at step {self.step} (the last); checkpoint saved", STOP_SIGNALS[code - 1])
         if self.rank == 0:
             monitors.save_spectra(self.run_dir, self.method, self.monitor_input())  # spectrum.npy at the end
 
