@@ -25,6 +25,7 @@ from ssl_zoo.gpu_loader import ViewPrefetcher
 from ssl_zoo.method import Method, method_class
 from ssl_zoo.optim import build_optimizer, lr_at, peak_lr, set_lr
 from ssl_zoo.rundir import write_metrics
+from ssl_zoo.tensorboard import TensorBoardLog
 from ssl_zoo.views import build_view_maker, plain_view
 
 PREEMPTED_EXIT_CODE = 3  # a run stopped by SIGTERM/SIGUSR2 after checkpointing; starting it again resumes
@@ -128,6 +129,7 @@ class Trainer:
         self.sums: dict[str, torch.Tensor] = {}
         self.host_sums: dict[str, float] = {}  # python-number logs (lr, tau, ...): summed here, no device copy
         self.stop_requested = False  # set at a step boundary, by every rank at the same step
+        self.tensorboard: TensorBoardLog | None = None  # created with the first epoch's row (logger=tensorboard)
         self.stop_code = 0  # set by the signal handler: 1 SIGTERM, 2 SIGUSR2
 
     # --- checkpoints -------------------------------------------------------------------------------------
@@ -324,6 +326,10 @@ class Trainer:
         row["images_per_s"] = images / max(seconds, 1e-9)
         self.rows.append(row)
         write_metrics(self.run_dir, self.rows)
+        if self.cfg.logger == "tensorboard":
+            if self.tensorboard is None:
+                self.tensorboard = TensorBoardLog(self.run_dir)
+            self.tensorboard.log(row)
         if not self.cfg.progress_bar:
             return
         tqdm.write(f"epoch {epoch + 1}: loss {row['loss']:.4f}  z_std {row['z_std']:.4f}  "
