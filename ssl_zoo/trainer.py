@@ -137,7 +137,8 @@ class Trainer:
         return {"method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
                 "probe": self.probe.state_dict(), "probe_opt": self.probe_opt.state_dict(),
                 "rows": self.rows, "elapsed": self.elapsed,
-                "sums": {k: v.detach().cpu() for k, v in self.sums.items()}, "world_size": self.world}
+                "sums": {k: v.detach().cpu() for k, v in self.sums.items()}, "host_sums": dict(self.host_sums),
+                "world_size": self.world}
 
     def restore(self) -> bool:
         found = find_checkpoint(self.run_dir)  # last.pt, or prev.pt (one warning line) when last.pt is bad
@@ -159,6 +160,7 @@ class Trainer:
                             f"{path.parent} to restart the run, or train under another run_name") from err
         self.step, self.rows, self.elapsed = int(state["step"]), list(state["rows"]), float(state["elapsed"])
         self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
+        self.host_sums = dict(state.get("host_sums", {}))
         if self.rank == 0:  # rows written after this checkpoint (then a kill) are dropped: they will be redone
             write_metrics(self.run_dir, self.rows)
         return True
@@ -243,9 +245,6 @@ class Trainer:
                 self.stop_requested, self.stop_code = True, code
                 break
         self.elapsed += time.perf_counter() - start
-        for k, v in self.host_sums.items():  # one device add per key per epoch
-            self.sums[k] = self.sums.get(k, torch.zeros((), device=self.device)) + v
-        self.host_sums = {}
         self.sums["images"] = self.sums.get("images", torch.zeros((), device=self.device)) + done
         self.sums["seconds"] = self.sums.get("seconds", torch.zeros((), device=self.device)) + (
             time.perf_counter() - start)
@@ -310,7 +309,9 @@ class Trainer:
             mean = distributed.all_reduce_mean_(torch.stack([self.sums[k].float() for k in keys]))
             self.sums = dict(zip(keys, mean.unbind()))
         sums = {k: v.item() for k, v in self.sums.items()}
-        self.sums = {}
+        for k, v in self.host_sums.items():  # python-number logs (the same on every rank), float64 on the host:
+            sums[k] = sums.get(k, 0.0) + v  # a resumed epoch adds up exactly as an uninterrupted one
+        self.sums, self.host_sums = {}, {}
         n = max(sums.pop("n", 1.0), 1.0)
         images, seconds = sums.pop("images", 0.0), sums.pop("seconds", 1e-9)
         if not math.isfinite(sums["loss"]):
