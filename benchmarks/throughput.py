@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py                           # on a GPU: ResNet-18 32px b512 and ResNet-50 224px b128
     python benchmarks/throughput.py --device cpu --tiny       # seconds on a CPU (tests/test_throughput_script.py)
+    python benchmarks/throughput.py --from-json rows.jsonl    # the section for rows a GPU machine saved (--json)
 
 For every (setup, method) it builds the real `Trainer` and measures, in images/s (one image = its two views or
 its multi-crop set):
@@ -210,13 +211,25 @@ def table(rows: list[dict]) -> str:
 def device_line(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}"
-    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    n = torch.get_num_threads()
+    return f"CPU {platform.processor() or platform.machine()}, {n} thread{'s' if n > 1 else ''}"
+
+
+def section(rows: list[dict], note: str = "") -> str:
+    """The markdown section for rows measured in one or more runs on one machine."""
+    first = rows[0]
+    sources = dict.fromkeys(f"{r['setup']}: {r['data']}" for r in rows)
+    steps = ", ".join(dict.fromkeys(f"{r['setup']} {r['steps']} steps" for r in rows))
+    return (f"\n## {first['date']} — {first['device']}, torch {first['torch']}{' (--tiny)' if first['tiny'] else ''}\n\n"
+            f"images/s (one image = its views); median of {first['repeats']} epochs ({steps}) after 1 warm-up "
+            f"epoch; bf16 autocast on CUDA, fp32 on CPU. Data: {'; '.join(sources)}.\n"
+            + (f"\n{note}\n" if note else "") + "\n" + table(rows))
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cuda", "cpu"])
-    p.add_argument("--tiny", action="store_true", help="small CNN, small images and batches, 2 steps (CPU tests)")
+    p.add_argument("--tiny", action="store_true", help="small CNN, small images and batches, 1 step (CPU tests)")
     p.add_argument("--setups", default="r18,r50",
                    help="comma list of r18 (ResNet-18 CIFAR stem, 32px, b512), r50 (ResNet-50, 224px, b128), "
                         "cnn (small_cnn, 32px, b128: a moderate CPU size)")
@@ -230,11 +243,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fmnist-root", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
     p.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")),
                    help="markdown file the section is appended to ('-': print only)")
-    p.add_argument("--json", type=Path, default=None, help="also write one JSON line per row here, as measured")
+    p.add_argument("--json", type=Path, default=None, help="also append one JSON line per row here, as measured")
+    p.add_argument("--from-json", type=Path, nargs="+", default=None,
+                   help="measure nothing: write the section for rows saved by --json (e.g. from a GPU machine)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default: torch's; --tiny: 1, as 2 threads on shared cores spin-wait)")
     p.add_argument("--note", default="", help="a line added under the section header (e.g. the machine's load)")
     args = p.parse_args(argv)
+    if args.from_json:
+        rows = [json.loads(line) for path in args.from_json for line in path.read_text().splitlines() if line]
+    else:
+        rows = measure_all(args)
+    md = section(rows, args.note)
+    print(md)
+    if args.results != "-":
+        with open(args.results, "a") as f:
+            f.write(md)
+
+
+def measure_all(args) -> list[dict]:
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("throughput.py: --device cuda but no CUDA device is visible (use --device cpu)")
     args.repeats = args.repeats or (2 if args.tiny else 5)
@@ -243,35 +270,28 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads or 1)
     device = torch.device(args.device)
     setups = TINY_SETUPS if args.tiny else {**SETUPS, **CPU_SETUPS}
-    rows, sources = [], {}
+    common = {"device": device_line(device), "torch": torch.__version__, "date": str(datetime.date.today()),
+              "tiny": args.tiny, "repeats": args.repeats}
+    rows = []
     with tempfile.TemporaryDirectory() as out_dir:
         for name in args.setups.split(","):
             setup = dict(setups[name])
             setup["batch"] = args.batch or setup["batch"]
             setup["steps"] = args.steps or setup["steps"]
-            images, labels, sources[name] = load_images(setup["batch"] * setup["steps"], setup["size"],
-                                                        args.data_root, args.fmnist_root, device)
-            print(f"{name}: {sources[name]}", flush=True)
+            images, labels, source = load_images(setup["batch"] * setup["steps"], setup["size"],
+                                                 args.data_root, args.fmnist_root, device)
+            print(f"{name}: {source}", flush=True)
             for method in args.methods.split(","):
-                row = run_one(name, method, setup, args, images, labels, out_dir)
+                row = {**run_one(name, method, setup, args, images, labels, out_dir), "steps": setup["steps"],
+                       "data": source, **common}
                 rows.append(row)
                 print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                       flush=True)
-                if args.json:
+                if args.json:  # row by row: a run cut short still leaves what it measured
                     with open(args.json, "a") as f:
                         f.write(json.dumps(row) + "\n")
             del images, labels
-    md = table(rows)
-    header = (f"\n## {datetime.date.today()} — {device_line(device)}, torch {torch.__version__}"
-              f"{' (--tiny)' if args.tiny else ''}\n\n"
-              f"images/s (one image = its views), median of {args.repeats} epochs x steps after 1 warm-up epoch; "
-              f"bf16 autocast on CUDA, fp32 on CPU. Data: "
-              + "; ".join(f"{k}: {v}" for k, v in sources.items()) + ".\n"
-              + (f"\n{args.note}\n" if args.note else "") + "\n")
-    print(header + md)
-    if args.results != "-":
-        with open(args.results, "a") as f:
-            f.write(header + md)
+    return rows
 
 
 if __name__ == "__main__":
