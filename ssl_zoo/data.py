@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def read_idx(path: Path) -> np.ndarray:
             raise ValueError("not a uint8 idx file")
         shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
         return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-    except (OSError, EOFError, ValueError, struct.error) as err:
+    except (OSError, EOFError, ValueError, struct.error, zlib.error) as err:
         raise UserError(f"cannot read {path}: {err} (the file is corrupt or truncated; re-download it)") from err
 
 

@@ -267,7 +267,6 @@ def test_bad_inputs_through_the_real_executable(tree):
         _check(proc.returncode, err, before, _tree(tree["root"]), name)
 
 
-@pytest.mark.xfail(strict=True, reason="ssl_zoo.data.read_idx lets zlib.error through (a one-word fix in data.py)")
 def test_a_corrupt_deflate_stream_is_a_user_error(tmp_path):
     from ssl_zoo.data import read_idx
     from ssl_zoo.errors import UserError

@@ -69,10 +69,10 @@ def test_killed_mid_epoch_then_resumed_matches_uninterrupted(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "ssl_zoo.cli", "train", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
-    while not (run_dir / "checkpoints" / "last.pt").exists():  # first epoch done
+    while not (run_dir / "checkpoints" / "last.pt").exists():  # the step-0 checkpoint: training has begun
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.stderr else ""
         time.sleep(0.05)
-    time.sleep(0.7)  # into the second epoch
+    time.sleep(1.5)  # some steps in, usually mid-epoch
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
