@@ -16,6 +16,7 @@ A task that fails for real (bad config, NaN loss) raises: submitit records the e
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
 import submitit
@@ -213,7 +214,7 @@ def executor(launcher: DictConfig, folder: Path) -> submitit.SlurmExecutor:
               "signal_delay_s": int(launcher.signal_delay_s), "account": launcher.account, "qos": launcher.qos,
               "constraint": launcher.constraint, "exclude": launcher.exclude, "job_name": str(launcher.job_name),
               "setup": list(launcher.setup) or None,
-              "additional_parameters": OmegaConf.to_container(launcher.additional) or None}
+              "additional_parameters": OmegaConf.to_container(launcher.additional) if launcher.additional else None}
     ex = submitit.SlurmExecutor(folder, max_num_timeout=int(launcher.max_num_timeout))
     try:
         ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
@@ -231,6 +232,7 @@ def submit_slurm(configs: list[DictConfig], overrides: list[list[str]]) -> tuple
         return "", sweep_dir, ended
     folder = sweep_dir / JOBS
     ex = executor(launcher, folder)
+    made = [d for d in (sweep_dir, folder) if not d.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     before = set(folder.iterdir())
     tasks = []
@@ -239,13 +241,17 @@ def submit_slurm(configs: list[DictConfig], overrides: list[list[str]]) -> tuple
         cfg.out_dir = str(sweep_dir)  # absolute: the task's working directory may differ
         tasks.append(TrainTask(OmegaConf.to_container(cfg, resolve=True)))
     try:
-        with submitit.helpers.clean_env():  # no SLURM_*/RANK variables of this shell leak into the tasks
+        # clean_env: no SLURM_*/RANK variables of this shell leak into the tasks; sbatch's complaint (submitit
+        # echoes it on stderr) becomes the one-line error below.
+        with submitit.helpers.clean_env(), redirect_stderr(io.StringIO()):
             jobs = ex.submit_array(tasks)
     except (submitit.core.utils.FailedJobError, subprocess.CalledProcessError, OSError) as err:
         for path in set(folder.iterdir()) - before:  # nothing was submitted: leave nothing behind
-            path.unlink(missing_ok=True)
-        lines = [ln for ln in str(err).splitlines() if ln.strip()]
-        raise UserError(f"sbatch refused the job: {lines[-1] if lines else type(err).__name__}") from err
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        for d in reversed(made):
+            d.rmdir()
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        raise UserError(f"sbatch refused the job: {lines[0] if lines else type(err).__name__}") from err
     job_ids = [str(j.job_id) for j in jobs]
     array_id = job_ids[0].split("_")[0]
     write_manifest(sweep_dir, array_id, "slurm", configs, todo, ended, overrides, job_ids)

@@ -160,6 +160,9 @@ def test_bad_sweep_submits_nothing_and_a_diverging_task_is_not_requeued(tmp_path
               *SLURM, f"out_dir={tmp_path / 'bad'}")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert not (tmp_path / "bad").exists()  # nothing submitted, nothing written
+    refused = cli("train", *TINY, *HEADS, *SLURM, "launcher.additional={nosuchflag: 1}", f"out_dir={tmp_path / 'bad'}")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "sbatch refused the job" in refused.stderr and not (tmp_path / "bad").exists()
 
     sweep = tmp_path / "nan"
     job = submit(submitted, *TINY, *HEADS, *SLURM, "trainer.lr=1e30", "trainer.epochs=1", "eval.enabled=false",
