@@ -15,7 +15,7 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-KNN, LINEAR = "kNN (k=200, T=0.1)", "linear probe (offline)"
+KNN, LINEAR = "kNN (weighted)", "linear probe (offline)"
 RANDOM = "random init"
 ONLINE_TITLE = "online probe: trained during pretraining on augmented train batches (not the offline probe)"
 

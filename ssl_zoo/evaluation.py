@@ -4,6 +4,7 @@ features and, reported separately, on the projector output."""
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import time
@@ -25,14 +26,20 @@ CACHE_FORMAT = 1  # bump when the eval transform changes: old caches then never 
 @torch.no_grad()
 def extract_features(net: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, size: int, mean, std,
                      batch_size: int = 512, device: torch.device | str = "cpu") -> torch.Tensor:
-    """net(plain_view(images)) in batches, in eval mode (BN running statistics), as float32 on the CPU."""
+    """net(plain_view(images)) in batches, in eval mode (BN running statistics), as float32 on the CPU.
+    Conv nets run on a channels-last copy (1.3-1.7x faster on CPU too; the weights are only read)."""
     module = net if isinstance(net, nn.Module) else None
+    channels_last = module is not None and any(isinstance(m, nn.Conv2d) for m in module.modules())
+    if channels_last:
+        net = module = copy.deepcopy(module).to(memory_format=torch.channels_last)
     was_training = module.training if module is not None else False
     if module is not None:
         module.eval()
     feats = []
     for i in range(0, len(images), batch_size):
         x = plain_view(images[i:i + batch_size].to(device), size, mean, std)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         feats.append(net(x).float().cpu())
     if module is not None:
         module.train(was_training)
@@ -86,15 +93,14 @@ class FeatureCache:
         torch.save(feats, buf)
         atomic_write_bytes(self.folder / f"{name}-{key}.pt", buf.getvalue())
 
-    def get(self, name: str, key: str, compute: Callable[[], dict[str, torch.Tensor]],
-            store: bool = True) -> tuple[dict[str, torch.Tensor], bool]:
+    def get(self, name: str, key: str,
+            compute: Callable[[], dict[str, torch.Tensor]]) -> tuple[dict[str, torch.Tensor], bool]:
         """(features, came from the cache)."""
         feats = self.load(name, key)
         if feats is not None:
             return feats, True
         feats = compute()
-        if store:
-            self.save(name, key, feats)
+        self.save(name, key, feats)
         return feats, False
 
 
@@ -103,11 +109,10 @@ def probe_features(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.T
     """kNN sweep (the (k, T) of the config is the headline knn_top1) and the linear probe, rounded for JSON."""
     dev = torch.device(device)
     train_f, train_y, test_f, test_y = (a.to(dev) for a in (train_f, train_y, test_f, test_y))
-    torch.manual_seed(0)
     knn = knn_sweep(train_f, train_y, test_f, test_y, num_classes, sorted({*KNN_KS, k}), sorted({*KNN_TS, t}))
     lin = linear_probe(train_f, train_y, test_f, test_y, num_classes)
     return {"knn_top1": round(knn[knn_key(k, t)], 2), "linear_top1": round(lin["top1"], 2),
-            "linear_top5": round(lin["top5"], 2), "dim": int(train_f.shape[1]),
+            "linear_top5": round(lin["top5"], 2), "dim": int(train_f.shape[1]), "knn_k": k, "knn_t": t,
             "knn_sweep": {key: round(v, 2) for key, v in knn.items()},
             "linear": {"wd": lin["wd"], "val_top1": round(lin["val_top1"], 2),
                        "sweep": {wd: round(v, 2) for wd, v in lin["sweep"].items()},

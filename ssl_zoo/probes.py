@@ -24,19 +24,22 @@ def knn_key(k: int, t: float) -> str:
 def knn_sweep(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
               num_classes: int, ks=KNN_KS, ts=KNN_TS, chunk: int = 512) -> dict[str, float]:
     """Weighted kNN on cosine similarity (Wu et al. 2018): each of the k nearest train samples votes
-    exp(sim / T) for its class. One matmul + top-k per test chunk serves every (k, T) of the sweep."""
+    exp(sim / T) for its class. One matmul + top-k per test chunk serves every (k, T) of the sweep: the votes
+    of the k nearest are a cumulative sum over the neighbours sorted by similarity."""
     train_f, test_f = F.normalize(train_f.float(), dim=1), F.normalize(test_f.float(), dim=1)
     kmax = min(max(ks), len(train_f))
-    correct = {(k, t): 0 for k in ks for t in ts}
+    at = torch.tensor([min(k, kmax) - 1 for k in ks], device=test_f.device)
+    correct = torch.zeros(len(ts), len(ks), device=test_f.device)
     for i in range(0, len(test_f), chunk):
         sim, idx = (test_f[i:i + chunk] @ train_f.T).topk(kmax, dim=1)  # sorted, most similar first
-        labels, truth = train_y[idx], test_y[i:i + chunk]
-        for t in ts:
+        onehot = F.one_hot(train_y[idx], num_classes).float()  # [chunk, kmax, classes]
+        truth = test_y[i:i + chunk, None]
+        for j, t in enumerate(ts):
             weights = ((sim - sim[:, :1]) / t).exp()  # shifted by the row max: same vote, no overflow at small T
-            for k in ks:
-                votes = torch.zeros(len(idx), num_classes).scatter_add_(1, labels[:, :k], weights[:, :k])
-                correct[(k, t)] += (votes.argmax(1) == truth).sum().item()
-    return {knn_key(k, t): 100.0 * c / len(test_f) for (k, t), c in correct.items()}
+            votes = (onehot * weights[..., None]).cumsum(1).index_select(1, at)  # [chunk, len(ks), classes]
+            correct[j] += (votes.argmax(-1) == truth).sum(0)
+    return {knn_key(k, t): 100.0 * correct[j, n].item() / len(test_f)
+            for j, t in enumerate(ts) for n, k in enumerate(ks)}
 
 
 def knn_top1(train_f, train_y, test_f, test_y, k: int = 200, t: float = 0.1, num_classes: int | None = None) -> float:
@@ -61,7 +64,7 @@ SMALL_FIT = 2**24  # feature elements below which L-BFGS runs on one CPU thread
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, wd: float, steps: int = 100) -> nn.Linear:
     """Full-batch L-BFGS on mean cross-entropy + wd/2 |W|^2 from zero weights (convex: deterministic, no lr to
     tune — the strong-Wolfe line search picks every step)."""
-    clf = nn.Linear(x.shape[1], num_classes)
+    clf = nn.Linear(x.shape[1], num_classes).to(x.device)
     nn.init.zeros_(clf.weight)
     nn.init.zeros_(clf.bias)
     opt = torch.optim.LBFGS(clf.parameters(), lr=1, max_iter=steps, history_size=10, line_search_fn="strong_wolfe")
@@ -95,7 +98,7 @@ def linear_probe(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Ten
     train_f, test_f = train_f.float(), test_f.float()
     mu, sd = train_f.mean(0), train_f.std(0).clamp_min(1e-6)
     train_f, test_f = (train_f - mu) / sd, (test_f - mu) / sd
-    perm = torch.randperm(len(train_f), generator=torch.Generator().manual_seed(seed))
+    perm = torch.randperm(len(train_f), generator=torch.Generator().manual_seed(seed)).to(train_f.device)
     n_val = min(max(1, int(len(train_f) * val_fraction)), len(train_f) - 1)
     val, fit = perm[:n_val], perm[n_val:][:max_sweep_fit]
     sweep = {}

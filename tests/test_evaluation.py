@@ -98,7 +98,7 @@ def test_train_writes_the_evaluation(finished_run):
     r = json.loads((finished_run / "results.json").read_text())
     assert r["status"] == "finished" and "random_init" not in r  # the tiny config turns it off
     assert set(r["knn_sweep"]) >= {knn_key(k, 0.1) for k in (10, 20, 100, 200)}
-    assert r["knn_top1"] == r["knn_sweep"][knn_key(200, 0.1)]
+    assert r["knn_top1"] == r["knn_sweep"][knn_key(r["knn_k"], r["knn_t"])]
     assert r["projector"]["dim"] == 32 and r["dim"] == 8 * 4  # small_cnn width 8 -> 32 features
     assert 0 <= r["online_probe_acc"] <= 100
     cached = list((finished_run / "features").glob("backbone-*.pt"))

@@ -52,8 +52,8 @@ def format_results(run_dir: Path, r: dict) -> str:
                      f"chosen on {lin['n_val']} held-out train images (val top-1 {lin['val_top1']:.2f}), "
                      f"refit on all {lin['n_train']}")
     if "knn_sweep" in r:
-        lines.append("kNN top-1 of the trained backbone (cosine, votes exp(sim/T)); knn_top1 is k=200, T=0.1 "
-                     "by default (eval.knn_k / eval.knn_t):")
+        lines.append(f"kNN top-1 of the trained backbone (cosine, votes exp(sim/T)); the kNN column above is "
+                     f"k={r.get('knn_k', '?')}, T={r.get('knn_t', '?')} (eval.knn_k / eval.knn_t):")
         lines += ["  " + line for line in _knn_grid(r["knn_sweep"])]
     wall, ev = r.get("wall_s", 0.0), r.get("eval_s", 0.0)
     share = f" ({100 * ev / wall:.1f}% of pretraining)" if wall else ""
