@@ -17,17 +17,22 @@ def print_results(run_dir: Path) -> None:
 def run(args) -> int:
     from ssl_zoo import distributed, launch
     from ssl_zoo.run import train
+    from ssl_zoo.study import expand_studies, write_report
     from ssl_zoo.sweep import expand_sweep
     from ssl_zoo.trainer import pick_device
 
     jobs = expand_sweep(args.overrides) if args.multirun else [args.overrides]
+    jobs, study = expand_studies(jobs)  # experiment=collapse_study and the like: the grid of runs it lists
     configs = [launch.load(job) for job in jobs]  # every config checked before the first run starts
     launch.same_launcher(configs)
     if configs[0].launcher.name == "slurm":
-        return submit(configs, jobs)
+        code = submit(configs, jobs)
+        if study:
+            print(f"when the array has ended: ssl-zoo report {configs[0].out_dir}", flush=True)
+        return code
     distributed.init_from_env(pick_device(configs[0]).type)  # under torchrun: all ranks train, rank 0 reports
     main = distributed.rank() == 0
-    if args.multirun:
+    if args.multirun or study:
         sweep_dir, todo, ended = launch.plan(configs)
         if main:
             ident = "local-" + time.strftime("%Y%m%d-%H%M%S")
@@ -40,6 +45,8 @@ def run(args) -> int:
         run_dir = train(configs[i])
         if main:
             print_results(run_dir)
+    if study and main:
+        write_report(sweep_dir)
     distributed.shutdown()
     return 0
 

@@ -1,0 +1,212 @@
+"""The collapse report of a sweep directory: results table, the papers' findings next to ours, all plots, as one
+HTML page and the same in markdown.
+
+Runs are gathered with analysis/results.py (every run directory below the sweep, whatever its state); the collapse
+fields come from each run's results.json (`collapsed` by ssl_zoo.monitors.COLLAPSE_RULE and the final metrics),
+the curves from metrics.csv and the spectra from spectrum.npy / spectrum_backbone.npy.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+from ssl_zoo.analysis import collapse_plots
+from ssl_zoo.analysis.results import gather_runs, read_metrics
+
+from ssl_zoo.monitors import COLLAPSE_RULE
+
+# What the papers report (BYOL Table 5, SimSiam Tables 1-2, DINO, MoCo): (finding, collapses?), None where the
+# paper states no collapse verdict (an accuracy or "unstable" only).
+PAPER: dict[tuple[str, str], tuple[str, bool | None]] = {
+    ("simsiam", "none"): ("learns (CIFAR-10: 91.8% linear)", False),
+    ("simsiam", "no_stopgrad"): ("collapses: 0.1%, std(z/|z|) → 0", True),
+    ("simsiam", "no_predictor"): ("collapses: 0.1%", True),
+    ("simsiam", "predictor_fixed_random"): ("fails: 1.5%", True),
+    ("simsiam", "no_bn_heads"): ("learns, worse: 34.6%", False),
+    ("simsiam", "bn_predictor_output"): ("training unstable (no number)", None),
+    ("byol", "none"): ("learns (ImageNet 74.3%)", False),
+    ("byol", "no_predictor"): ("collapses: 0.2%", True),
+    ("byol", "tau_zero"): ("collapses: 0.3%", True),
+    ("byol", "tau_one"): ("learns something: 18.8% (random init 1.4%)", False),
+    ("byol", "tau_constant"): ("learns: 72.5% at tau 0.99", False),
+    ("byol", "no_bn_heads"): ("not in the reference facts (reported both ways)", None),
+    ("dino", "none"): ("learns", False),
+    ("dino", "no_centering"): ("collapses: one dimension dominates, entropy → 0, KL → 0", True),
+    ("dino", "no_sharpening"): ("collapses: uniform output, entropy → log K, KL → 0", True),
+    ("dino", "center_momentum_0999"): ("collapses", True),
+    ("mocov2", "none"): ("learns", False),
+    ("mocov2", "tau_zero"): ("m = 0 fails to train (loss oscillates); no collapse verdict", None),
+}
+
+FINAL = ["z_std", "z_std_ref", "effective_rank", "backbone_z_std", "backbone_z_std_ref", "backbone_effective_rank",
+         "alignment", "uniformity", "backbone_alignment", "backbone_uniformity", "teacher_entropy",
+         "kl_teacher_student", "collapse_reason"]
+PLOTS = [("collapse_heatmap.png", "Linear top-1 per method and ablation, collapsed runs boxed"),
+         ("collapse_z_std.png", "z_std per epoch with the healthy 1/√d"),
+         ("collapse_effective_rank.png", "Effective rank (RankMe) per epoch"),
+         ("collapse_spectra.png", "Final covariance spectra"),
+         ("collapse_dino.png", "DINO teacher entropy and KL(teacher‖student)")]
+
+
+def _results(run_dir: str) -> dict:
+    try:
+        return json.loads((Path(run_dir) / "results.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _num_outputs(run_dir: str) -> float:
+    try:
+        k = OmegaConf.select(OmegaConf.load(Path(run_dir) / "config.yaml"), "method.head.num_prototypes")
+    except Exception:  # an unreadable config is already listed as such by gather_runs
+        return float("nan")
+    return float(k) if k else float("nan")
+
+
+def load_study(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(runs, per-epoch metrics, final spectra) of every run below sweep_dir."""
+    runs = gather_runs([sweep_dir])
+    runs = runs.dropna(subset=["method"]).copy()
+    runs["ablation"] = runs["ablation"].fillna("none")
+    extra = pd.DataFrame([{k: _results(d).get(k) for k in FINAL} for d in runs["run_dir"]], index=runs.index)
+    runs = pd.concat([runs, extra], axis=1)
+    runs["num_outputs"] = [_num_outputs(d) for d in runs["run_dir"]]
+    frames, spectra = [], []
+    for run in runs.itertuples():
+        m = read_metrics(Path(run.run_dir))
+        if m is not None:
+            frames.append(m.assign(method=run.method, ablation=run.ablation, seed=run.seed, run_dir=run.run_dir))
+        for prefix, name in (("", "spectrum.npy"), ("backbone_", "spectrum_backbone.npy")):
+            path = Path(run.run_dir) / name
+            if not path.exists():
+                continue
+            ev = np.clip(np.load(path), 0, None)
+            ev = ev / max(ev.sum(), 1e-30)
+            spectra.append(pd.DataFrame({"k": np.arange(1, len(ev) + 1), "eigenvalue": np.maximum(ev, 1e-12),
+                                         "method": run.method, "ablation": run.ablation, "seed": run.seed,
+                                         "embedding": collapse_plots.EMBEDDINGS[prefix]}))
+    metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return runs, metrics, (pd.concat(spectra, ignore_index=True) if spectra else pd.DataFrame())
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if isinstance(v, bool | np.bool_):
+        return "yes" if v else "no"
+    return f"{v:.{digits}f}" if isinstance(v, float | int | np.floating) else str(v)
+
+
+def results_table(runs: pd.DataFrame) -> pd.DataFrame:
+    def entropy(r) -> str:
+        h, k = r.teacher_entropy, r.num_outputs
+        return "–" if h is None or h != h else f"{h:.2f} ({h / math.log(k):.2f} log K)" if k == k else f"{h:.2f}"
+
+    return pd.DataFrame({
+        "method": runs["method"], "ablation": runs["ablation"], "seed": runs["seed"].astype("Int64"),
+        "status": runs["status"], "epochs": runs["epochs_done"].astype("Int64"),
+        "linear top-1": [_fmt(v, 1) for v in runs["linear_top1"]], "kNN top-1": [_fmt(v, 1) for v in runs["knn_top1"]],
+        "z_std (proj)": [_fmt(v) for v in runs["z_std"]], "1/√d": [_fmt(v) for v in runs["z_std_ref"]],
+        "eff. rank (proj)": [_fmt(v, 1) for v in runs["effective_rank"]],
+        "z_std (backbone)": [_fmt(v) for v in runs["backbone_z_std"]],
+        "eff. rank (backbone)": [_fmt(v, 1) for v in runs["backbone_effective_rank"]],
+        "align.": [_fmt(v, 2) for v in runs["alignment"]], "unif.": [_fmt(v, 2) for v in runs["uniformity"]],
+        "teacher entropy": [entropy(r) for r in runs.itertuples()],
+        "KL(t‖s)": [_fmt(v, 3) for v in runs["kl_teacher_student"]],
+        "collapsed": [_fmt(v) if v == v else "–" for v in runs["collapsed"]],
+        "why": [r if isinstance(r, str) and r else "" for r in runs["collapse_reason"]],
+    })
+
+
+def paper_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Paper finding vs ours per (method, ablation), and one plain sentence per disagreement."""
+    rows, differs = [], []
+    done = runs[runs["status"] == "finished"]
+    base = done[done["ablation"] == "none"].groupby("method")["linear_top1"].mean()
+    for (method, ablation), group in done.groupby(["method", "ablation"], sort=True):
+        finding, expected = PAPER.get((method, ablation), ("not in the reference facts", None))
+        frac = float(group["collapsed"].astype(float).mean())
+        ours = "collapsed" if frac >= 0.5 else "no collapse"
+        acc = group["linear_top1"].mean()
+        delta = acc - base.get(method, float("nan"))
+        here = f"{ours}; linear {acc:.1f}%" + (f" ({delta:+.1f} vs none)" if ablation != "none" and delta == delta
+                                                else "")
+        agree = "–" if expected is None else "yes" if (frac >= 0.5) == expected else "**no**"
+        if expected is not None and (frac >= 0.5) != expected:
+            z = group["z_std"].mean()
+            differs.append(f"{method}/{ablation}: the paper reports \"{finding}\"; here it "
+                           f"{'did not collapse' if expected else 'collapsed'} (z_std {z:.3f}, linear {acc:.1f}%).")
+        rows.append({"method": method, "ablation": ablation, "paper": finding, "here": here, "agrees": agree})
+    return pd.DataFrame(rows), differs
+
+
+def _settings(runs: pd.DataFrame) -> str:
+    try:
+        cfg = OmegaConf.load(Path(runs["run_dir"].iloc[0]) / "config.yaml")
+    except Exception:
+        return ""
+    return (f"data {cfg.data.name} (train_subset {cfg.data.get('train_subset')}), encoder {cfg.encoder.name} "
+            f"(width {cfg.encoder.get('width')}), {cfg.trainer.epochs} epochs, batch {cfg.trainer.batch_size}, "
+            f"monitor on {cfg.monitor.num_images} held-out test images")
+
+
+def write_report(sweep_dir: Path, out_dir: Path) -> tuple[Path, Path]:
+    """Writes report.md, report.html, collapse_runs.csv and the PNGs into out_dir; returns (md, html) paths."""
+    from ssl_zoo.checkpoint import atomic_write_text
+
+    runs, metrics, spectra = load_study(sweep_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    drawn = {"collapse_heatmap.png": collapse_plots.plot_heatmap(runs, out_dir / "collapse_heatmap.png"),
+             "collapse_z_std.png": collapse_plots.plot_z_std(metrics, out_dir / "collapse_z_std.png"),
+             "collapse_effective_rank.png": collapse_plots.plot_effective_rank(
+                 metrics, out_dir / "collapse_effective_rank.png"),
+             "collapse_spectra.png": collapse_plots.plot_spectra(spectra, out_dir / "collapse_spectra.png"),
+             "collapse_dino.png": collapse_plots.plot_dino(metrics, runs, out_dir / "collapse_dino.png")}
+    plots = [(name, caption) for name, caption in PLOTS if drawn.get(name)]
+    table = results_table(runs)
+    paper, differs = paper_table(runs)
+    atomic_write_text(out_dir / "collapse_runs.csv", runs.to_csv(index=False))
+    wall = pd.to_numeric(runs["wall_s"], errors="coerce").sum()
+    head = {"sweep": str(sweep_dir), "runs": f"{len(runs)} ({', '.join(f'{n} {s}' for s, n in runs['status'].value_counts().items())})",
+            "settings": _settings(runs), "pretraining time (sum over runs)": f"{wall / 60:.1f} min",
+            "written": time.strftime("%Y-%m-%d %H:%M")}
+    diff_text = differs or ["none: every run with a paper verdict agrees with it."]
+    md = ["# Collapse report", "", *[f"- {k}: {v}" for k, v in head.items()], "",
+          f"Collapse rule: {COLLAPSE_RULE}.", "", "## Paper vs here", "", paper.to_markdown(index=False), "",
+          "Where this small-scale study differs from the paper:", "", *[f"- {d}" for d in diff_text], "",
+          "## Results", "", table.to_markdown(index=False), "",
+          "z_std and effective rank on the held-out images at the end (projector output unless marked backbone); "
+          "alignment / uniformity of the projector output on two augmented views of them; teacher entropy and "
+          "KL: means over the last epoch's training steps.", "", "## Plots", ""]
+    md += [f"### {caption}\n\n![{caption}]({name})\n" for name, caption in plots]
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    atomic_write_text(md_path, "\n".join(md) + "\n")
+    atomic_write_text(html_path, _html(head, paper, diff_text, table, plots))
+    return md_path, html_path
+
+
+def _html(head: dict, paper: pd.DataFrame, differs: list[str], table: pd.DataFrame, plots) -> str:
+    esc = html.escape
+    items = "".join(f"<li><b>{esc(k)}</b>: {esc(str(v))}</li>" for k, v in head.items())
+    figs = "".join(f'<figure><img src="{esc(n)}" alt="{esc(c)}"><figcaption>{esc(c)}</figcaption></figure>'
+                   for n, c in plots)
+    paper = paper.assign(agrees=paper["agrees"].str.replace("**", "", regex=False))
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Collapse report</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1500px}}table{{border-collapse:collapse;font-size:13px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}th{{background:#f0f0f0}}
+img{{max-width:100%;border:1px solid #ddd}}figure{{margin:1.5em 0}}figcaption{{font-weight:bold}}</style></head>
+<body><h1>Collapse report</h1><ul>{items}</ul>
+<p><b>Collapse rule</b>: {esc(COLLAPSE_RULE)}.</p>
+<h2>Paper vs here</h2>{paper.to_html(index=False, border=0)}
+<p>Where this small-scale study differs from the paper:</p><ul>{''.join(f'<li>{esc(d)}</li>' for d in differs)}</ul>
+<h2>Results</h2>{table.to_html(index=False, border=0)}
+<h2>Plots</h2>{figs}</body></html>
+"""

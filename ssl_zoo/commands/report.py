@@ -1,0 +1,33 @@
+"""`ssl-zoo report <sweep dir> [--out DIR]`: the collapse report (HTML + markdown, results table, all plots)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ssl_zoo.errors import UserError
+
+
+def report(sweep_dir: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
+    from ssl_zoo.analysis.report import write_report
+
+    sweep = Path(sweep_dir).expanduser()
+    if not sweep.is_dir():
+        raise UserError(f"{sweep} is not a directory (give the sweep's out_dir)")
+    out_dir = Path(out).expanduser() if out is not None else sweep / "report"
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is not a directory")
+    return write_report(sweep, out_dir)
+
+
+def run(args) -> int:
+    md, html = report(args.sweep_dir, args.out)
+    print(md.read_text(), end="")
+    print(f"\nreport: {html}\nmarkdown: {md}", flush=True)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="collapse report of a sweep: HTML + markdown, results table and plots")
+    p.add_argument("sweep_dir", help="the sweep's out_dir (run directories are searched below it)")
+    p.add_argument("--out", default=None, help="where to write (default: <sweep_dir>/report)")
+    p.set_defaults(func=run)
