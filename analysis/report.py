@@ -26,7 +26,7 @@ from ssl_zoo.monitors import COLLAPSE_RULE
 # paper states no collapse verdict (an accuracy or "unstable" only).
 PAPER: dict[tuple[str, str], tuple[str, bool | None]] = {
     ("simsiam", "none"): ("learns (CIFAR-10: 91.8% linear)", False),
-    ("simsiam", "no_stopgrad"): ("collapses: 0.1%, std(z/|z|) → 0", True),
+    ("simsiam", "no_stopgrad"): ("collapses: 0.1%, std(z/‖z‖) → 0", True),
     ("simsiam", "no_predictor"): ("collapses: 0.1%", True),
     ("simsiam", "predictor_fixed_random"): ("fails: 1.5%", True),
     ("simsiam", "no_bn_heads"): ("learns, worse: 34.6%", False),
@@ -104,6 +104,11 @@ def _fmt(v, digits: int = 3) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float | int | np.floating) else str(v)
 
 
+def _order(method: str, ablation: str) -> tuple:
+    """Methods alphabetically, each with its default (`none`) first."""
+    return (str(method), ablation != "none", str(ablation))
+
+
 def results_table(runs: pd.DataFrame) -> pd.DataFrame:
     def entropy(r) -> str:
         h, k = r.teacher_entropy, r.num_outputs
@@ -130,14 +135,17 @@ def paper_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     rows, differs = [], []
     done = runs[runs["status"] == "finished"]
     base = done[done["ablation"] == "none"].groupby("method")["linear_top1"].mean()
-    for (method, ablation), group in done.groupby(["method", "ablation"], sort=True):
+    for (method, ablation), group in sorted(done.groupby(["method", "ablation"]), key=lambda kv: _order(*kv[0])):
         finding, expected = PAPER.get((method, ablation), ("not in the reference facts", None))
         frac = float(group["collapsed"].astype(float).mean())
         ours = "collapsed" if frac >= 0.5 else "no collapse"
         acc = group["linear_top1"].mean()
         delta = acc - base.get(method, float("nan"))
-        here = f"{ours}; linear {acc:.1f}%" + (f" ({delta:+.1f} vs none)" if ablation != "none" and delta == delta
-                                                else "")
+        ratio = (group["z_std"] / group["z_std_ref"]).mean()
+        h = (group["teacher_entropy"].astype(float) / np.log(group["num_outputs"].astype(float))).mean()
+        here = (f"{ours}; z_std {ratio:.2f} × 1/√d" + (f"; teacher entropy {h:.2f} log K" if h == h else "")
+                + f"; linear {acc:.1f}%"
+                + (f" ({delta:+.1f} vs none)" if ablation != "none" and delta == delta else ""))
         agree = "–" if expected is None else "yes" if (frac >= 0.5) == expected else "**no**"
         if expected is not None and (frac >= 0.5) != expected:
             z = group["z_std"].mean()
@@ -162,6 +170,8 @@ def write_report(sweep_dir: Path, out_dir: Path) -> tuple[Path, Path]:
     from ssl_zoo.checkpoint import atomic_write_text
 
     runs, metrics, spectra = load_study(sweep_dir)
+    runs = runs.iloc[sorted(range(len(runs)), key=lambda i: (*_order(runs["method"].iloc[i], runs["ablation"].iloc[i]),
+                                                             runs["seed"].iloc[i]))]
     out_dir.mkdir(parents=True, exist_ok=True)
     drawn = {"collapse_heatmap.png": collapse_plots.plot_heatmap(runs, out_dir / "collapse_heatmap.png"),
              "collapse_z_std.png": collapse_plots.plot_z_std(metrics, out_dir / "collapse_z_std.png"),
