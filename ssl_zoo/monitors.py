@@ -66,18 +66,6 @@ def uniformity(z: torch.Tensor, t: float = 2.0) -> float:
     return (torch.logsumexp(-t * d2, dim=0) - math.log(len(d2))).item()
 
 
-def mean_entropy(probs: torch.Tensor) -> float:
-    """Mean over rows of the entropy (nats) of each row's distribution: log K for uniform rows, 0 for one-hot."""
-    p = probs.double().clamp_min(0)
-    return -(p * p.clamp_min(1e-30).log()).sum(dim=1).mean().item()
-
-
-def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> float:
-    """Mean over rows of KL(p || q) in nats."""
-    p, q = p.double(), q.double()
-    return (p * (p.clamp_min(1e-30).log() - q.clamp_min(1e-30).log())).sum(dim=1).mean().item()
-
-
 def embedding_metrics(z: torch.Tensor, prefix: str = "") -> dict[str, float]:
     return {f"{prefix}z_std": z_std(z), f"{prefix}z_std_ref": 1 / math.sqrt(z.shape[1]),
             f"{prefix}effective_rank": effective_rank(z)}

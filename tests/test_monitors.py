@@ -50,16 +50,35 @@ def test_covariance_spectrum_recovers_known_variances():
     assert torch.all(spec[:-1] >= spec[1:])
 
 
-def test_uniform_teacher_has_entropy_log_k_and_one_hot_zero():
+def test_dino_logged_teacher_entropy_and_kl():
+    """What reaches metrics.csv for DINO (teacher_entropy, kl_teacher_student = CE - H): uniform teacher -> log K,
+    one-hot teacher -> 0, KL(teacher||student) hand-computed, and 0 when the student matches the teacher."""
+    from ssl_zoo.methods.dino import dino_loss
+
     k = 4096
-    assert monitors.mean_entropy(torch.full((16, k), 1 / k)) == pytest.approx(math.log(k), rel=1e-9)
-    assert monitors.mean_entropy(torch.eye(k)[:16]) == pytest.approx(0.0, abs=1e-9)
+    zeros = [torch.zeros(8, k), torch.zeros(8, k)]
+    loss, entropy = dino_loss(zeros, zeros, torch.zeros(k), 0.1, 0.04)
+    assert entropy.item() == pytest.approx(math.log(k), rel=1e-5)
+    assert (loss - entropy).item() == pytest.approx(0.0, abs=1e-4)  # KL of identical distributions
+    peaked = [torch.zeros(8, k).index_fill_(1, torch.tensor([3]), 50.0)] * 2
+    assert dino_loss(zeros, peaked, torch.zeros(k), 0.1, 0.04)[1].item() == pytest.approx(0.0, abs=1e-6)
+    t, s = torch.tensor([[0.0, math.log(3.0)]]), torch.tensor([[math.log(9.0), 0.0]])  # p = (1/4, 3/4), q = (9/10, 1/10)
+    loss, entropy = dino_loss([s, s], [t, t], torch.zeros(2), 1.0, 1.0)
+    p, q = (0.25, 0.75), (0.9, 0.1)
+    assert (loss - entropy).item() == pytest.approx(sum(a * math.log(a / b) for a, b in zip(p, q)), rel=1e-5)
 
 
-def test_kl_divergence_hand_computed():
-    p, q = torch.tensor([[0.5, 0.5]]), torch.tensor([[0.9, 0.1]])
-    assert monitors.kl_divergence(p, q) == pytest.approx(0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1))
-    assert monitors.kl_divergence(q, q) == pytest.approx(0.0, abs=1e-12)
+def test_dino_step_logs_the_keys_the_collapse_rule_reads():
+    from ssl_zoo.config import load_config
+    from ssl_zoo.trainer import build_method
+
+    cfg = load_config(["method=dino", "data=digits", "encoder.width=4", "method.head.hidden_dim=32",
+                       "method.head.num_prototypes=64"])
+    method = build_method(cfg)
+    views = [torch.randn(4, 1, 16, 16)] * 2 + [torch.randn(4, 1, 8, 8)] * 2
+    logs = method.training_step(views, 0.0).logs
+    assert {"teacher_entropy", "kl_teacher_student"} <= set(logs)
+    assert 0 <= float(logs["teacher_entropy"]) <= math.log(64) + 1e-4
 
 
 def test_alignment_and_uniformity():
