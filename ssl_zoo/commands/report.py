@@ -21,8 +21,9 @@ def report(sweep_dir: str | Path, out: str | Path | None = None) -> tuple[Path, 
 
 def run(args) -> int:
     md, html = report(args.sweep_dir, args.out)
-    print(md.read_text(), end="")
-    print(f"\nreport: {html}\nmarkdown: {md}", flush=True)
+    text = md.read_text()
+    print(text.split("## Results", 1)[0].rstrip())  # the summary and the paper-vs-here verdicts; the rest in the files
+    print(f"\nreport: {html}\nmarkdown: {md} (results table and plots)", flush=True)
     return 0
 
 
