@@ -2,10 +2,10 @@
 
 Loss: InfoNCE with temperature T: for q = projector(encoder(v1)) and k+ = key projector(key encoder(v2)),
 logits [q.k+, q.queue] / T (all l2-normalised), cross-entropy with the positive at logit 0; `symmetric`
-adds the (v2, v1) term. Single device: BN is split over `split_bn` sub-batches and the keys are reordered
-so no key shares its query's sub-batch (the MoCo CIFAR demo's substitute for shuffling BN).
+adds the (v2, v1) term. Single device: BN is split over `split_bn` sub-batches and the keys reordered
+so a key is normalised with other images than its query (the MoCo CIFAR demo's substitute for shuffling BN).
 Target rule: key encoder+projector = EMA of the online ones with m (tau_base; constant or cosine); then
-the step's keys (gathered from every rank) replace the oldest K entries of the queue (a ring buffer).
+the step's keys (gathered from every rank) overwrite the oldest entries of the K-key queue (a ring buffer).
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ class MoCoV2(Method):
     def keys(self, v: torch.Tensor) -> torch.Tensor:
         if self.splits <= 1:
             return self.target(v)
-        # Key i goes to sub-batch i // (B / s), its query to i % s: they never share BN statistics.
+        # Query i normalises with sub-batch i % s, its key with i // (B / s): the two share only 1/s of their
+        # images, as after MoCo's random shuffle (the batch order is already random).
         perm = torch.arange(len(v), device=v.device).view(self.splits, -1).T.reshape(-1)
         return self.target(v[perm])[torch.argsort(perm)]
 
@@ -121,5 +122,6 @@ class MoCoV2(Method):
         idx = (self.queue_ptr + torch.arange(len(keys), device=keys.device)) % len(self.queue)
         self.queue.index_copy_(0, idx, keys.to(self.queue.dtype))
         self.queue_ptr.add_(len(keys)).remainder_(len(self.queue))
+
 
 METHOD = MoCoV2

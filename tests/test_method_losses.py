@@ -100,7 +100,7 @@ def test_mocov2_keys_are_returned_in_input_order_with_split_bn():
 ])
 def test_queue_size_must_fit_the_global_batch(extra, fragment):
     with pytest.raises(UserError, match=fragment) as err:
-        load_config(["method=mocov2", *extra])
+        load_config(["method=mocov2", "trainer.batch_size=256", *extra])
     assert "\n" not in str(err.value)
 
 
