@@ -4,8 +4,8 @@
 the per-method overrides in `study.method_overrides`, then the entry, then the user's own overrides), so the
 grid runs in sequence here (launcher=local) or as one SLURM array (launcher=slurm) exactly like a `-m` sweep,
 and a local study ends by writing its report. A grid is a list, not a product: each method gets the ablations
-that apply to it. Choosing `method=` or `ablation=` on the command line runs that one setting of the study
-instead of the grid. Each expanded run keeps only `study.name`, so editing the grid never renames finished runs.
+that apply to it. Choosing `method=` or `ablation=` on the command line runs that one cell of the study (the same
+run directory as in the grid). Each run keeps only `study.name`, so editing the grid never renames finished runs.
 """
 
 from __future__ import annotations
@@ -20,36 +20,42 @@ from ssl_zoo.errors import UserError
 CLEARED = ["~study.grid", "~study.method_overrides"]  # an expanded run is one run, not the grid again
 
 
-def _chooses_a_run(job: list[str]) -> bool:
-    return any(o.split("=", 1)[0].lstrip("~+") in ("method", "ablation") for o in job)
+def _value(job: list[str], key: str) -> str | None:
+    return next((o.split("=", 1)[1] for o in job if o.split("=", 1)[0] == key), None)
 
 
-def grid_jobs(job: list[str], cfg: DictConfig) -> list[list[str]]:
-    """The override lists of a study's runs; [] when cfg has no grid (or the job picks one run itself)."""
+def grid_jobs(job: list[str], cfg: DictConfig) -> tuple[list[list[str]], bool]:
+    """(the override lists of a study's runs, whether they are its whole grid). A job that picks method= or
+    ablation= itself becomes that one cell, composed exactly as in the grid (same run directory). Without a
+    grid: ([job], False)."""
     study = cfg.get("study")
-    if not isinstance(study, DictConfig) or not study.get("grid") or _chooses_a_run(job):
-        return []
+    if not isinstance(study, DictConfig) or not study.get("grid"):
+        return [job], False
     by_method = OmegaConf.to_container(study.get("method_overrides") or {})
+    experiment = [o for o in job if o.startswith("experiment=")]
+    rest = [o for o in job if not o.startswith("experiment=")]
+    if _value(job, "method") is not None or _value(job, "ablation") is not None:
+        method = _value(job, "method") or str(cfg.method.name)
+        return [experiment + list(by_method.get(method, [])) + rest + CLEARED], False
     jobs = []
     for entry in study.grid:
         overrides = shlex.split(str(entry))
-        if not any(o.startswith("method=") for o in overrides):
+        method = _value(overrides, "method")
+        if method is None:
             raise UserError(f"study.grid entry '{entry}' names no method=; each entry is 'method=... ablation=...'")
-        method = next(o.split("=", 1)[1] for o in overrides if o.startswith("method="))
-        jobs.append([o for o in job if o.startswith("experiment=")] + list(by_method.get(method, []))
-                    + overrides + CLEARED + [o for o in job if not o.startswith("experiment=")])
-    return jobs
+        jobs.append(experiment + list(by_method.get(method, [])) + overrides + CLEARED + rest)
+    return jobs, True
 
 
 def expand_studies(jobs: list[list[str]]) -> tuple[list[list[str]], bool]:
-    """(jobs with every study replaced by its grid, whether any study was expanded)."""
+    """(jobs with every study replaced by its grid, whether any whole grid was expanded)."""
     from ssl_zoo.config import load_config
 
     out, expanded = [], False
     for job in jobs:
-        grid = grid_jobs(job, load_config(job)) if any(o.startswith("experiment=") for o in job) else []
-        out += grid or [job]
-        expanded = expanded or bool(grid)
+        grid, whole = grid_jobs(job, load_config(job)) if _value(job, "experiment") else ([job], False)
+        out += grid
+        expanded = expanded or whole
     return out, expanded
 
 
