@@ -14,6 +14,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 KNN, LINEAR = "kNN (weighted)", "linear probe (offline)"
 RANDOM = "random init"
@@ -87,6 +88,7 @@ def plot_accuracy_vs_epochs(runs: pd.DataFrame, path: Path) -> bool:
         sns.lineplot(data=sub, x="epochs", y="accuracy", hue="label", style="probe", style_order=[KNN, LINEAR],
                      markers=True, errorbar="sd", err_style="bars", ax=ax)
         ax.set_xlabel("pretraining epochs")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("top-1 accuracy on test (%)")
         ax.set_title(f"{data}, {encoder}: accuracy vs pretraining length (mean ± std over seeds)")
         ax.grid(alpha=0.3)
@@ -96,7 +98,8 @@ def plot_accuracy_vs_epochs(runs: pd.DataFrame, path: Path) -> bool:
 
 
 def plot_online_probe(metrics: pd.DataFrame, path: Path) -> bool:
-    """online_probe_acc per epoch from metrics.csv, every run that logged it (unfinished ones included)."""
+    """online_probe_acc per epoch from metrics.csv, every run that logged it (unfinished ones included); runs of
+    different lengths (other LR schedules) get their own line style."""
     if metrics.empty or "online_probe_acc" not in metrics:
         return False
     metrics = metrics.dropna(subset=["online_probe_acc"])
@@ -105,8 +108,12 @@ def plot_online_probe(metrics: pd.DataFrame, path: Path) -> bool:
     panels = list(metrics.groupby(["data", "encoder"], sort=True))
     fig, axes = _grid(len(panels), 6.5, 4.5)
     for ax, ((data, encoder), sub) in zip(axes, panels):
-        sns.lineplot(data=sub, x="epoch", y="online_probe_acc", hue="label", marker="o", errorbar="sd", ax=ax)
+        sub = sub.assign(length=sub["epochs"].map(lambda e: f"{int(e)}-epoch runs"))
+        style = "length" if sub["length"].nunique() > 1 else None
+        sns.lineplot(data=sub, x="epoch", y="online_probe_acc", hue="label", style=style, marker="o",
+                     errorbar="sd", ax=ax)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("online probe top-1 (%), train batches")
         ax.set_title(f"{data}, {encoder}\n{ONLINE_TITLE}", fontsize=9)
         ax.grid(alpha=0.3)

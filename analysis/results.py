@@ -183,12 +183,13 @@ def markdown_tables(runs: pd.DataFrame, summary: pd.DataFrame) -> str:
     per_run = per_run[["label", "data", "encoder", "epochs", "seed", "status", "epochs_done", "knn_top1",
                        "linear_top1", "online_probe_acc", "wall_s", "note", "run_dir"]]
     per_run = per_run.rename(columns={"label": "method", "online_probe_acc": "online probe†"})
+    per_run = per_run.astype(object).where(per_run.notna(), None)  # blanks, not "nan", where a run has no number
     return ("## Summary over seeds\n\n"
             "Mean ± std over the finished runs of each setting (n = finished / all runs). kNN: weighted, cosine, "
             "k = eval.knn_k (200; 20 on digits), T = eval.knn_t (0.1). Linear: offline L-BFGS logistic regression on frozen backbone features, weight decay "
             "chosen on a validation split of train. † online probe: linear classifier trained during pretraining "
             "on augmented train batches (last epoch) — not comparable to the offline linear probe.\n\n"
-            + show.to_markdown(index=False) + "\n\n## Runs\n\n" + per_run.to_markdown(index=False, floatfmt=".2f")
+            + show.to_markdown(index=False) + "\n\n## Runs\n\n" + per_run.to_markdown(index=False, floatfmt=".2f", missingval="–")
             + "\n")
 
 

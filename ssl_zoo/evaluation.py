@@ -114,7 +114,7 @@ def probe_features(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.T
     return {"knn_top1": round(knn[knn_key(k, t)], 2), "linear_top1": round(lin["top1"], 2),
             "linear_top5": round(lin["top5"], 2), "dim": int(train_f.shape[1]), "knn_k": k, "knn_t": t,
             "knn_sweep": {key: round(v, 2) for key, v in knn.items()},
-            "linear": {"wd": lin["wd"], "val_top1": round(lin["val_top1"], 2),
+            "linear": {"wd": lin["wd"], "refit_wd": lin["refit_wd"], "val_top1": round(lin["val_top1"], 2),
                        "sweep": {wd: round(v, 2) for wd, v in lin["sweep"].items()},
                        "n_sweep_fit": lin["n_sweep_fit"], "n_val": lin["n_val"], "n_train": lin["n_train"]}}
 

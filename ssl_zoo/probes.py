@@ -94,7 +94,7 @@ def linear_probe(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Ten
                  steps: int = 100, seed: int = 0) -> dict:
     """Logistic regression on standardised features. The weight decay is chosen on a validation split carved
     from train (the sweep fits on at most max_sweep_fit of the rest: the sweep is the expensive part), then the
-    probe is refit on all of train with it and scored once on test (top-1, top-5)."""
+    probe is refit on all of train with the same regularisation strength and scored once on test (top-1, top-5)."""
     train_f, test_f = train_f.float(), test_f.float()
     mu, sd = train_f.mean(0), train_f.std(0).clamp_min(1e-6)
     train_f, test_f = (train_f - mu) / sd, (test_f - mu) / sd
@@ -107,11 +107,13 @@ def linear_probe(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Ten
         with torch.no_grad():
             sweep[wd] = topk_accuracy(clf(train_f[val]), train_y[val])
     best = max(wds, key=lambda wd: (sweep[wd], wd))  # ties: the stronger regulariser
-    clf = fit_logistic(train_f, train_y, num_classes, best, steps)
+    # The same prior on all of train: wd multiplies a MEAN loss, so wd * n (sklearn's 1/C) is what carries over.
+    refit_wd = best * len(fit) / len(train_f)
+    clf = fit_logistic(train_f, train_y, num_classes, refit_wd, steps)
     with torch.no_grad():
         logits = clf(test_f)
     return {"top1": topk_accuracy(logits, test_y, 1), "top5": topk_accuracy(logits, test_y, 5), "wd": best,
-            "val_top1": sweep[best], "sweep": {f"{wd:g}": acc for wd, acc in sweep.items()},
+            "refit_wd": refit_wd, "val_top1": sweep[best], "sweep": {f"{wd:g}": acc for wd, acc in sweep.items()},
             "n_sweep_fit": len(fit), "n_val": n_val, "n_train": len(train_f)}
 
 

@@ -49,8 +49,9 @@ def format_results(run_dir: Path, r: dict) -> str:
     lin = r.get("linear", {})
     if lin:
         lines.append(f"linear probe: L-BFGS logistic regression on standardised features; weight decay {lin['wd']:g} "
-                     f"chosen on {lin['n_val']} held-out train images (val top-1 {lin['val_top1']:.2f}), "
-                     f"refit on all {lin['n_train']}")
+                     f"(fit on {lin['n_sweep_fit']}) chosen on {lin['n_val']} held-out train images (val top-1 "
+                     f"{lin['val_top1']:.2f}), refit on all {lin['n_train']} (weight decay "
+                     f"{lin.get('refit_wd', lin['wd']):.2g}: the same strength per image sum)")
     if "knn_sweep" in r:
         lines.append(f"kNN top-1 of the trained backbone (cosine, votes exp(sim/T)); the kNN column above is "
                      f"k={r.get('knn_k', '?')}, T={r.get('knn_t', '?')} (eval.knn_k / eval.knn_t):")
