@@ -52,7 +52,8 @@ def train(cfg: DictConfig) -> Path:
     if not main:
         return run_dir
     start = time.perf_counter()
-    results = {**results_header(cfg), "status": "finished", **evaluate_run(trainer)}
+    evaluation = evaluate_run(trainer) if cfg.eval.enabled else {}
+    results = {**results_header(cfg), "status": "finished", **evaluation}
     last = trainer.rows[-1]
     results.update({"wall_s": round(trainer.elapsed, 2), "eval_s": round(time.perf_counter() - start, 2),
                     "images_per_s": round(trainer.step * trainer.global_batch / max(trainer.elapsed, 1e-9), 1),
