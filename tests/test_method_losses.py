@@ -94,7 +94,7 @@ def test_mocov2_keys_are_returned_in_input_order_with_split_bn():
 
 
 @pytest.mark.parametrize("extra,fragment", [
-    (["method.queue_size=1000"], "method.queue_size=1000 must be a multiple of the 256 keys"),
+    (["method.queue_size=1000", "trainer.batch_size=256"], "method.queue_size=1000 must be a multiple of the 256 keys"),
     (["method.symmetric=true", "trainer.batch_size=384"], "768 keys"),
     (["method.split_bn=3"], "not divisible by method.split_bn=3"),
 ])
