@@ -47,7 +47,8 @@ def build_encoder(cfg, in_chans: int, image_size: int) -> tuple[nn.Module, int]:
     else:
         kwargs = {"num_classes": 0, "in_chans": in_chans, "pretrained": bool(cfg.get("pretrained", False))}
         if "vit" in arch or "deit" in arch:
-            kwargs.update(img_size=image_size, patch_size=int(cfg.get("patch_size", 16)))
+            kwargs.update(img_size=image_size, patch_size=int(cfg.get("patch_size", 16)),
+                          dynamic_img_size=True)  # multi-crop local views are smaller than image_size
         try:
             net = timm.create_model(arch, **kwargs)
         except (RuntimeError, ValueError, TypeError) as err:

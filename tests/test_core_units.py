@@ -100,3 +100,10 @@ def test_lr_warmup_then_cosine():
     assert lr_at(10, 100, 10, 1.0, 0.0) == pytest.approx(1.0)
     assert lr_at(55, 100, 10, 1.0, 0.0) == pytest.approx(0.5)
     assert lr_at(100, 100, 10, 1.0, 0.1) == pytest.approx(0.1)
+
+
+def test_vit_encoder_takes_multicrop_local_views():
+    cfg = OmegaConf.create({"name": "vit_tiny", "arch": "vit_tiny_patch16_224", "width": None, "cifar_stem": False,
+                            "patch_size": 4})
+    net, dim = build_encoder(cfg, 1, 16)
+    assert net(torch.randn(2, 1, 8, 8)).shape == (2, dim)  # a local crop half the image size
