@@ -19,7 +19,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
 EMBEDDINGS = {"": "projector output", "backbone_": "backbone features"}
 PALETTE = "tab10"
@@ -69,6 +69,8 @@ def _per_method_curves(metrics: pd.DataFrame, path: Path, column: str, ylabel: s
                 ax.axhline(ref, color="0.25", ls="--", lw=1.2, label="1/√d (healthy)")
             if log:
                 ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+                ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
             else:
                 ax.set_ylim(bottom=0)
             ax.set_title(f"{method}: {EMBEDDINGS[prefix]}", fontsize=10)
@@ -123,7 +125,8 @@ def plot_spectra(spectra: pd.DataFrame, path: Path) -> bool:
 
 
 def plot_heatmap(runs: pd.DataFrame, path: Path, value: str = "linear_top1") -> bool:
-    """Method x ablation, mean over seeds; cells whose runs collapsed (by the documented rule) are marked."""
+    """Method x ablation, mean over seeds: the accuracy in each cell, coloured by its change from the method's
+    default (`none`); cells whose runs collapsed (by the documented rule) are boxed."""
     done = runs[runs["status"] == "finished"].dropna(subset=[value])
     if done.empty:
         return False
@@ -132,22 +135,29 @@ def plot_heatmap(runs: pd.DataFrame, path: Path, value: str = "linear_top1") -> 
         index="method", columns="ablation", values="c", aggfunc="mean").reindex_like(acc)
     cols = (["none"] if "none" in acc.columns else []) + [c for c in acc.columns if c != "none"]
     acc, collapsed = acc[cols], collapsed[cols]
+    delta = acc.sub(acc["none"], axis=0) if "none" in acc.columns else acc * np.nan
     annot = acc.copy().astype(object)
     for i in acc.index:
         for j in acc.columns:
-            v = acc.loc[i, j]
-            annot.loc[i, j] = "" if v != v else f"{v:.1f}" + ("\nCOLLAPSED" if collapsed.loc[i, j] >= 0.5 else "")
-    fig = Figure(figsize=(1.25 * len(cols) + 2.5, 0.85 * len(acc) + 1.8), layout="constrained")
+            v, d = acc.loc[i, j], delta.loc[i, j]
+            text = "" if v != v else f"{v:.1f}" + (f" ({d:+.1f})" if j != "none" and d == d else "")
+            annot.loc[i, j] = text + ("\nCOLLAPSED" if collapsed.loc[i, j] >= 0.5 else "")
+    lim = max(5.0, float(np.nanmax(np.abs(delta.to_numpy()))) if np.isfinite(delta.to_numpy()).any() else 5.0)
+    fig = Figure(figsize=(1.35 * len(cols) + 2.5, 0.85 * len(acc) + 1.8), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
-    sns.heatmap(acc, annot=annot, fmt="", cmap="viridis", vmin=0, vmax=100, linewidths=0.5, linecolor="white",
-                cbar_kws={"label": "linear top-1 (%)"}, annot_kws={"fontsize": 8}, ax=ax)
+    sns.heatmap(delta, annot=annot, fmt="", cmap="RdBu", center=0, vmin=-lim, vmax=lim, linewidths=0.5,
+                linecolor="white", cbar_kws={"label": "linear top-1 minus the method's `none` (points)"},
+                annot_kws={"fontsize": 8}, ax=ax)
     for y, i in enumerate(acc.index):
         for x, j in enumerate(acc.columns):
             if collapsed.loc[i, j] >= 0.5:
                 ax.add_patch(_box(x, y))
+    base = pd.to_numeric(done.get("random_init_linear_top1"), errors="coerce").dropna()
+    ref = f"; random-init backbone {base.mean():.1f}%" if len(base) else ""
     ax.set_xlabel("ablation")
     ax.set_ylabel("method")
-    ax.set_title("linear probe top-1 on frozen backbone features (red box: collapsed; blank: not run)", fontsize=10)
+    ax.set_title(f"linear probe top-1 (%) on frozen backbone features{ref}\nred box: collapsed by the documented "
+                 "rule; blank: not run", fontsize=10)
     ax.tick_params(axis="x", rotation=35)
     _save(fig, path)
     return True
