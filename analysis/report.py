@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
+
 from ssl_zoo.analysis import collapse_plots
 from ssl_zoo.analysis.results import gather_runs, read_metrics
-
 from ssl_zoo.monitors import COLLAPSE_RULE
 
 # What the papers report (BYOL Table 5, SimSiam Tables 1-2, DINO, MoCo): (finding, collapses?), None where the

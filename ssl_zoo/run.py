@@ -11,9 +11,10 @@ from ssl_zoo import distributed, monitors
 from ssl_zoo.checkpoint import write_json
 from ssl_zoo.config import run_dir_for
 from ssl_zoo.data import load_data
+from ssl_zoo.errors import UserError
 from ssl_zoo.run_eval import evaluate_trained
 from ssl_zoo.rundir import check_existing, write_config
-from ssl_zoo.trainer import Diverged, Trainer, pick_device
+from ssl_zoo.trainer import Diverged, Preempted, Trainer, pick_device
 
 
 def evaluate_run(trainer: Trainer) -> dict:
@@ -44,13 +45,28 @@ def train(cfg: DictConfig) -> Path:
         print(f"resuming {run_dir} at step {trainer.step}/{trainer.total_steps}", flush=True)
     try:
         trainer.fit()
+        if not main:
+            return run_dir
+        results = finish(trainer)
     except Diverged as err:
         if main:
             write_json(run_dir / "results.json", {**results_header(cfg), "status": "diverged", "error": str(err),
                                                   "collapsed": False})
         raise
-    if not main:
-        return run_dir
+    except (Preempted, UserError):
+        raise
+    except Exception as err:  # a crash (out of memory, a bug): marked so compare/status show it; resume retries
+        if main:
+            write_json(run_dir / "results.json", {**results_header(cfg), "status": "failed",
+                                                  "error": f"{type(err).__name__}: {err}"[:500]})
+        raise
+    write_json(run_dir / "results.json", results)
+    return run_dir
+
+
+def finish(trainer: Trainer) -> dict:
+    """Rank 0 after training: the end-of-run evaluation and the results.json content."""
+    cfg = trainer.cfg
     start = time.perf_counter()
     evaluation = evaluate_run(trainer) if cfg.eval.enabled else {}
     results = {**results_header(cfg), "status": "finished", **evaluation}
@@ -59,7 +75,6 @@ def train(cfg: DictConfig) -> Path:
                     "images_per_s": round(trainer.step * trainer.global_batch / max(trainer.elapsed, 1e-9), 1),
                     "processes": trainer.world,
                     **monitors.final_collapse(cfg, last)})  # `collapsed` by monitors.COLLAPSE_RULE
-    write_json(run_dir / "results.json", results)
-    return run_dir
+    return results
 
 

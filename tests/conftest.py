@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import tiny_overrides
 
 from ssl_zoo.config import load_config
+
+from tiny import tiny_overrides
 
 
 @pytest.fixture

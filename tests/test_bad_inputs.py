@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import tiny_overrides
 
 from ssl_zoo.checkpoint import save_checkpoint, write_json
 from ssl_zoo.cli import main
 from ssl_zoo.config import load_config, run_dir_for
 from ssl_zoo.rundir import write_config
+
+from tiny import tiny_overrides
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

@@ -8,7 +8,6 @@ import pickle
 
 import pytest
 import torch
-from tiny import tiny_overrides
 
 from ssl_zoo import checkpoint
 from ssl_zoo.checkpoint import (
@@ -23,6 +22,8 @@ from ssl_zoo.data import load_data
 from ssl_zoo.errors import UserError
 from ssl_zoo.rundir import check_existing, write_config, write_metrics
 from ssl_zoo.trainer import Diverged, Trainer
+
+from tiny import tiny_overrides
 
 
 def _state(step: int) -> dict:

@@ -9,12 +9,13 @@ import math
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
-from ssl_zoo.analysis.results import gather_runs, summarize
-from tiny import tiny_overrides
 
+from ssl_zoo.analysis.results import gather_runs, summarize
 from ssl_zoo.cli import main
 from ssl_zoo.commands.compare import compare
 from ssl_zoo.config import load_config, run_dir_for
+
+from tiny import tiny_overrides
 
 
 @functools.lru_cache

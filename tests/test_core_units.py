@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 from omegaconf import OmegaConf
-from ssl_zoo.methods.byol import byol_loss
-from ssl_zoo.methods.simsiam import simsiam_loss
 from torch import nn
 
 from ssl_zoo.encoders import build_encoder
 from ssl_zoo.heads import mlp
+from ssl_zoo.methods.byol import byol_loss
+from ssl_zoo.methods.simsiam import simsiam_loss
 from ssl_zoo.optim import lr_at
 from ssl_zoo.targets import ema_update, momentum_at
 

@@ -17,13 +17,14 @@ import sys
 
 import pytest
 import torch
-from tiny import tiny_overrides
 
 from ssl_zoo.config import load_config, run_dir_for
 from ssl_zoo.ddp import shard_views
 from ssl_zoo.errors import UserError
 from ssl_zoo.trainer import Trainer
 from ssl_zoo.views import build_view_maker
+
+from tiny import tiny_overrides
 
 REL_TOL = 1e-4
 

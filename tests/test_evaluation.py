@@ -10,7 +10,6 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny import TINY, tiny_overrides
 
 from ssl_zoo.checkpoint import load_checkpoint
 from ssl_zoo.cli import main
@@ -21,6 +20,8 @@ from ssl_zoo.run import train
 from ssl_zoo.run_eval import evaluate_run_dir, evaluate_trained
 from ssl_zoo.rundir import write_config
 from ssl_zoo.trainer import Trainer, build_method
+
+from tiny import TINY, tiny_overrides
 
 
 def _teacher_labels(n: int, d: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import tiny_overrides
 
 from ssl_zoo.checkpoint import find_checkpoint, read_checkpoint
 from ssl_zoo.cli import main
 from ssl_zoo.config import load_config, run_dir_for
+
+from tiny import tiny_overrides
 
 # The runs are forked from one "zygote" process that has imported ssl_zoo once (a fresh `ssl-zoo` process
 # spends seconds importing torch): each fork is a new process that runs ssl_zoo.cli.main, writes its stdout and

@@ -7,12 +7,13 @@ import functools
 
 import pytest
 import torch
-from tiny import tiny_overrides
 
 from ssl_zoo.config import load_config
 from ssl_zoo.data import load_data
 from ssl_zoo.gpu_loader import ViewPrefetcher
 from ssl_zoo.trainer import Trainer
+
+from tiny import tiny_overrides
 
 DINO_TINY = ["method.head.hidden_dim=64", "method.head.out_dim=32", "method.head.num_prototypes=64",
              "views.crops.local.n=2"]

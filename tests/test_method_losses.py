@@ -10,15 +10,15 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from torch import nn
+
+from ssl_zoo.config import load_config
+from ssl_zoo.errors import UserError
 from ssl_zoo.methods.barlow import barlow_loss, cross_correlation
 from ssl_zoo.methods.dino import DINO, dino_loss, teacher_temp_at
 from ssl_zoo.methods.mocov2 import MoCoV2, SplitBatchNorm2d, info_nce_queue, split_batchnorm_
 from ssl_zoo.methods.mocov3 import MoCoV3, info_nce_in_batch
 from ssl_zoo.methods.simclr import nt_xent
-from torch import nn
-
-from ssl_zoo.config import load_config
-from ssl_zoo.errors import UserError
 
 
 def head(out_dim: int = 2, hidden: int = 8, layers: int = 2, **extra) -> dict:

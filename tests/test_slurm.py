@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 from test_ddp import assert_same_training
-from tiny import TINY
 
 from ssl_zoo.commands.status import task_states
 from ssl_zoo.config import load_config, run_dir_for
+
+from tiny import TINY
 
 
 def _no_slurm() -> str | None:

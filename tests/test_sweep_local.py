@@ -7,9 +7,9 @@ import json
 import subprocess
 import sys
 
-from tiny import TINY
-
 from ssl_zoo.cli import main
+
+from tiny import TINY
 
 HEADS = ["method.predictor.hidden_dim=64", "method.predictor.out_dim=32"]
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from tiny import tiny_overrides
 
 from ssl_zoo.config import load_config
 from ssl_zoo.run import train
+
+from tiny import tiny_overrides
 
 
 def test_tensorboard_event_files(tmp_path):

@@ -12,10 +12,11 @@ import time
 
 import pytest
 import torch
-from tiny import tiny_overrides
 
 from ssl_zoo.config import load_config, run_dir_for
 from ssl_zoo.run import train
+
+from tiny import tiny_overrides
 
 
 @pytest.mark.parametrize("method", ["byol", "simsiam"])
@@ -52,6 +53,24 @@ def test_finished_run_is_never_overwritten(tmp_path):
     assert out.returncode == 2 and "already finished" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert (run_dir / "results.json").read_bytes() == before
+
+
+def test_crash_marks_run_failed_and_a_rerun_finishes_it(tmp_path, monkeypatch):
+    import ssl_zoo.run as run_module
+
+    def crash(trainer):
+        raise RuntimeError("out of memory (simulated)")
+
+    cfg = load_config(tiny_overrides(tmp_path, "trainer.epochs=1"))
+    monkeypatch.setattr(run_module, "evaluate_run", crash)
+    with pytest.raises(RuntimeError):
+        train(cfg)
+    run_dir = run_dir_for(cfg)
+    failed = json.loads((run_dir / "results.json").read_text())
+    assert failed["status"] == "failed" and "out of memory" in failed["error"]
+    monkeypatch.undo()
+    train(cfg)  # the same command again: resumes from the saved last step and evaluates
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "finished"
 
 
 def _final_weights(run_dir):

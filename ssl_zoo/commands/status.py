@@ -106,6 +106,8 @@ def task_states(sweep_dir: Path) -> list[dict]:
             elif m["launcher"] == "local":
                 row["state"] = "pending" if running_seen else ("running" if local_alive else "stopped")
                 running_seen = running_seen or local_alive
+                if row["state"] == "stopped" and results.get("status") == "failed":
+                    row["state"], row["note"] = "failed", results.get("error", "")
             elif queue is None:
                 row["state"] = "unknown"
             elif t["job_id"] in queue:
@@ -114,7 +116,8 @@ def task_states(sweep_dir: Path) -> list[dict]:
                 row["note"] = (f"requeued, resumes after epoch {epoch}" if epoch and state in QUEUED
                                else reason if state in QUEUED else "")
             else:
-                error = _error_of(sweep_dir / JOBS, t["job_id"])
+                crash = results.get("error") if results.get("status") == "failed" else None
+                error = _error_of(sweep_dir / JOBS, t["job_id"]) or crash
                 row["state"] = "failed" if error else "stopped"
                 row["note"] = error or "not queued and not ended (cancelled or killed); submit again to resume"
             rows[t["run_dir"]] = row
