@@ -12,6 +12,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ssl_zoo import monitors
 from ssl_zoo.checkpoint import load_checkpoint, write_json
 from ssl_zoo.data import ImageData, load_data
 from ssl_zoo.errors import UserError
@@ -98,15 +99,16 @@ def evaluate_run_dir(run_dir: Path, overrides: list[str] = ()) -> dict:
     total = int(cfg.trainer.epochs) * (len(data.pretrain_x) // int(cfg.trainer.batch_size))
     previous = read_results(run_dir) or {}
     status = previous.get("status")
-    if status in (None, "unfinished"):
+    if status in (None, "unfinished", "failed"):  # a crash after the last step (in evaluation) ends here
         status = "finished" if step >= total else "unfinished"
+        previous.pop("error", None)
     results = {**previous, **results_header(cfg), "status": status}
     if "wall_s" not in previous or status == "unfinished":  # training numbers from the checkpoint
         elapsed = float(state.get("elapsed", 0.0))
         results.update({"wall_s": round(elapsed, 2),
                         "images_per_s": round(step * int(cfg.trainer.batch_size) / max(elapsed, 1e-9), 1)})
         if rows:
-            results.update({k: rows[-1][k] for k in ("z_std", "effective_rank") if k in rows[-1]})
+            results.update(monitors.final_collapse(cfg, rows[-1]))  # `collapsed` and the last collapse metrics
     results.update(evaluate_trained(method, data, cfg, device, run_dir, rows))
     results.update({"evaluated_step": step, "total_steps": total, "epochs_done": int(rows[-1]["epoch"]) if rows else 0,
                     "eval_s": round(time.perf_counter() - start, 2)})

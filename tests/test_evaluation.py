@@ -179,6 +179,7 @@ def test_eval_of_an_unfinished_run_says_so(tmp_path, capsys):
     r = json.loads((run_dir / "results.json").read_text())
     assert r["status"] == "unfinished" and r["evaluated_step"] == load_checkpoint(run_dir)["step"]
     assert r["epochs_done"] == 1 and "knn_top1" in r
+    assert r["collapsed"] in (True, False) and "z_std" in r and "collapse_reason" in r
     # the unfinished run still resumes and finishes
     assert json.loads((train(cfg) / "results.json").read_text())["status"] == "finished"
 
