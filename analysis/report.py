@@ -131,24 +131,40 @@ def results_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def paper_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Paper finding vs ours per (method, ablation), and one plain sentence per disagreement."""
+    """Paper finding vs ours per (method, ablation), and one plain sentence per disagreement. A paper failure
+    (collapse or near-chance accuracy) counts as partly reproduced when our run does not collapse by the rule but
+    its backbone probes below the same encoder at random init: it failed to learn, without a collapsed output."""
     rows, differs = [], []
     done = runs[runs["status"] == "finished"]
     base = done[done["ablation"] == "none"].groupby("method")["linear_top1"].mean()
+    random_init = pd.to_numeric(runs.get("random_init_linear_top1"), errors="coerce").mean() \
+        if "random_init_linear_top1" in runs else float("nan")
     for (method, ablation), group in sorted(done.groupby(["method", "ablation"]), key=lambda kv: _order(*kv[0])):
         finding, expected = PAPER.get((method, ablation), ("not in the reference facts", None))
         frac = float(group["collapsed"].astype(float).mean())
-        ours = "collapsed" if frac >= 0.5 else "no collapse"
+        collapsed = frac >= 0.5
+        ours = "collapsed" if collapsed else "no collapse"
         acc = group["linear_top1"].mean()
         delta = acc - base.get(method, float("nan"))
+        below_random = acc < random_init
         ratio = (group["z_std"] / group["z_std_ref"]).mean()
         h = (group["teacher_entropy"].astype(float) / np.log(group["num_outputs"].astype(float))).mean()
         here = (f"{ours}; z_std {ratio:.2f} × 1/√d" + (f"; teacher entropy {h:.2f} log K" if h == h else "")
                 + f"; linear {acc:.1f}%"
-                + (f" ({delta:+.1f} vs none)" if ablation != "none" and delta == delta else ""))
-        agree = "–" if expected is None else "yes" if (frac >= 0.5) == expected else "**no**"
-        if expected is not None and (frac >= 0.5) != expected:
-            z = group["z_std"].mean()
+                + (f" ({delta:+.1f} vs none)" if ablation != "none" and delta == delta else "")
+                + (" — below random init" if below_random else ""))
+        z = group["z_std"].mean()
+        if expected is None:
+            agree = "–"
+        elif collapsed == expected:
+            agree = "yes"
+        elif expected and below_random:
+            agree = "partly"
+            differs.append(f"{method}/{ablation}: the paper reports \"{finding}\"; here it failed to learn (linear "
+                           f"{acc:.1f}% < {random_init:.1f}% at random init) but its output did not collapse by the "
+                           f"rule (z_std {z:.3f}).")
+        else:
+            agree = "**no**"
             differs.append(f"{method}/{ablation}: the paper reports \"{finding}\"; here it "
                            f"{'did not collapse' if expected else 'collapsed'} (z_std {z:.3f}, linear {acc:.1f}%).")
         rows.append({"method": method, "ablation": ablation, "paper": finding, "here": here, "agrees": agree})

@@ -19,7 +19,7 @@ D = 64  # projector width of the fake runs
 
 
 def _run(sweep, method: str, ablation: str, z_std: float, rank: float, acc: float, entropy: float | None = None,
-         finished: bool = True) -> None:
+         finished: bool = True, random_init: float | None = None) -> None:
     cfg = load_config([f"method={method}", f"ablation={ablation}", "data=digits", "trainer.epochs=3"])
     run_dir = sweep / f"{method}-{ablation}"
     run_dir.mkdir(parents=True)
@@ -41,15 +41,18 @@ def _run(sweep, method: str, ablation: str, z_std: float, rank: float, acc: floa
     results = {"method": method, "ablation": ablation, "data": "digits", "encoder": "small_cnn", "epochs": 3,
                "seed": 0, "status": "finished", "knn_top1": acc - 5, "linear_top1": acc, "wall_s": 60.0,
                "collapsed": collapsed, "collapse_reason": "z_std low" if collapsed else "", **rows[-1]}
+    if random_init is not None:
+        results["random_init"] = {"knn_top1": random_init - 5, "linear_top1": random_init}
     (run_dir / "results.json").write_text(json.dumps(results))
 
 
 def test_report_writes_tables_verdicts_and_every_plot(tmp_path):
     sweep = tmp_path / "sweep"
-    _run(sweep, "simsiam", "none", 0.12, 30.0, 80.0)
+    _run(sweep, "simsiam", "none", 0.12, 30.0, 80.0, random_init=77.0)
+    _run(sweep, "simsiam", "predictor_fixed_random", 0.1, 30.0, 74.0)  # below random init, no collapse: partly
     _run(sweep, "simsiam", "no_stopgrad", 0.001, 1.0, 20.0)  # collapses, as the paper says
     _run(sweep, "byol", "none", 0.11, 25.0, 79.0)
-    _run(sweep, "byol", "tau_zero", 0.10, 25.0, 75.0)  # the paper says it collapses: must be called out
+    _run(sweep, "byol", "tau_zero", 0.10, 25.0, 78.0)  # the paper says it collapses: must be called out
     _run(sweep, "dino", "none", 0.1, 20.0, 78.0, entropy=4.0)
     _run(sweep, "dino", "no_centering", 0.1, 20.0, 70.0, entropy=0.2)
     _run(sweep, "byol", "tau_one", 0.1, 20.0, 0.0, finished=False)  # still running: listed, not dropped
@@ -67,11 +70,14 @@ def test_report_writes_tables_verdicts_and_every_plot(tmp_path):
     line = next(ln for ln in paper.splitlines() if "| byol     | tau_zero" in ln)
     assert "no collapse" in line and "**no**" in line
     assert "byol/tau_zero: the paper reports \"collapses: 0.3%\"; here it did not collapse" in md
+    line = next(ln for ln in paper.splitlines() if "| simsiam  | predictor_fixed_random" in ln)
+    assert "below random init" in line and "| partly" in line
+    assert "here it failed to learn (linear 74.0% < 77.0% at random init)" in md
     results = md.split("## Results")[1]
-    assert "unfinished" in results and results.count("| finished") == 6
+    assert "unfinished" in results and results.count("| finished") == 7
     assert "0.20 (0.02 log K)" in results  # the DINO entropy as a fraction of log K (K = 4096)
     runs = pd.read_csv(out / "collapse_runs.csv")
-    assert len(runs) == 7
+    assert len(runs) == 8
     assert "<table" in html_path.read_text()
 
 
