@@ -137,8 +137,7 @@ def paper_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     rows, differs = [], []
     done = runs[runs["status"] == "finished"]
     base = done[done["ablation"] == "none"].groupby("method")["linear_top1"].mean()
-    random_init = pd.to_numeric(runs.get("random_init_linear_top1"), errors="coerce").mean() \
-        if "random_init_linear_top1" in runs else float("nan")
+    random_init = collapse_plots.random_init_linear(done)
     for (method, ablation), group in sorted(done.groupby(["method", "ablation"]), key=lambda kv: _order(*kv[0])):
         finding, expected = PAPER.get((method, ablation), ("not in the reference facts", None))
         frac = float(group["collapsed"].astype(float).mean())

@@ -42,6 +42,20 @@ def test_interrupted_local_sweep_shows_stopped(tmp_path, capsys):
     assert task["state"] == "stopped" and task["epoch"] == 1 and task["loss"] == 2.5
 
 
+def test_crashed_local_run_shows_failed_with_its_error(tmp_path, capsys):
+    manifest = {"id": "local-x", "launcher": "local", "submitted": "2026-01-01T00:00:00", "host": "elsewhere",
+                "pid": 1, "command": "", "skipped": [],
+                "tasks": [{"index": 0, "job_id": None, "run_dir": "r0", "overrides": [], "epochs": 3}]}
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "sweep-local-x.json").write_text(json.dumps(manifest))
+    (tmp_path / "r0").mkdir()
+    (tmp_path / "r0" / "metrics.csv").write_text("epoch,step,loss\n1,10,2.5\n")
+    (tmp_path / "r0" / "results.json").write_text(json.dumps({"status": "failed", "error": "RuntimeError: oom"}))
+    assert main(["status", str(tmp_path), "--json"]) == 0
+    (task,) = json.loads(capsys.readouterr().out)
+    assert task["state"] == "failed" and task["note"] == "RuntimeError: oom"
+
+
 def test_status_of_a_directory_without_sweep_is_one_line_error(tmp_path):
     out = subprocess.run([sys.executable, "-m", "ssl_zoo.cli", "status", str(tmp_path)], capture_output=True,
                          text=True, timeout=120)

@@ -100,14 +100,15 @@ def task_states(sweep_dir: Path) -> list[dict]:
             epoch, loss = _progress(run_dir)
             row = {"sweep": m["id"], "job_id": t["job_id"], "run_dir": t["run_dir"], "epoch": epoch,
                    "epochs": t["epochs"], "loss": loss, "note": ""}
+            crash = results.get("error", "") if results.get("status") == "failed" else None  # a retry may be on
             if results.get("status") in ("finished", "diverged"):
                 row["state"] = results["status"]
                 row["note"] = results.get("error", "") if results["status"] == "diverged" else ""
             elif m["launcher"] == "local":
                 row["state"] = "pending" if running_seen else ("running" if local_alive else "stopped")
                 running_seen = running_seen or local_alive
-                if row["state"] == "stopped" and results.get("status") == "failed":
-                    row["state"], row["note"] = "failed", results.get("error", "")
+                if row["state"] == "stopped" and crash is not None:
+                    row["state"], row["note"] = "failed", crash
             elif queue is None:
                 row["state"] = "unknown"
             elif t["job_id"] in queue:
@@ -116,7 +117,6 @@ def task_states(sweep_dir: Path) -> list[dict]:
                 row["note"] = (f"requeued, resumes after epoch {epoch}" if epoch and state in QUEUED
                                else reason if state in QUEUED else "")
             else:
-                crash = results.get("error") if results.get("status") == "failed" else None
                 error = _error_of(sweep_dir / JOBS, t["job_id"]) or crash
                 row["state"] = "failed" if error else "stopped"
                 row["note"] = error or "not queued and not ended (cancelled or killed); submit again to resume"
