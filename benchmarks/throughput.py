@@ -154,11 +154,25 @@ def measure(tr: Trainer, args, prefetch_variants: tuple[bool, ...]) -> dict[str,
     return out
 
 
+def profile_epoch(tr: Trainer, path: Path) -> None:
+    """One end-to-end epoch under torch.profiler: the top ops by device (or CPU) time, as a text table."""
+    from torch.profiler import ProfilerActivity, profile
+    cuda = tr.device.type == "cuda"
+    sync(tr.device)
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        tr._run_epoch(tr.step // tr.steps_per_epoch)
+        sync(tr.device)
+    table_ = prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total",
+                                       row_limit=40, max_name_column_width=70)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{tr.steps_per_epoch} steps of batch {tr.batch_size}\n{table_}")
+
+
 def run_one(name: str, method: str, setup: dict, args, images: torch.Tensor, labels: torch.Tensor,
             out_dir: str) -> dict:
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    epochs = 4 * (args.repeats + 1) + 1  # enough schedule for every timed epoch (progress stays < 1)
+    epochs = 4 * (args.repeats + 1) + 2  # enough schedule for every timed epoch (progress stays < 1)
     row: dict = {"setup": name, "method": method, "batch": setup["batch"], "size": setup["size"]}
     cfg = bench_config(method, setup, args, epochs, out_dir)
     for compile_ in (False, True) if args.compile else (False,):
@@ -172,11 +186,15 @@ def run_one(name: str, method: str, setup: dict, args, images: torch.Tensor, lab
         variants = (True, False) if cuda and compile_ else (tr.prefetch_views,)
         res = measure(tr, args, variants)
         tag = "compiled" if compile_ else "eager"
+        if args.profile and compile_ == args.compile:  # the variant the ratio is taken of
+            profile_epoch(tr, args.profile / f"profile_{name}_{method}_{tag}.txt")
         row[f"ceiling_{tag}"] = res["ceiling"]
         row[f"e2e_{tag}"] = res[f"e2e_prefetch{int(tr.device.type == 'cuda')}"]
         if cuda and compile_:
             row["e2e_compiled_no_prefetch"] = res["e2e_prefetch0"]
         row[f"peak_gib_{tag}"] = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
+        print(f"  {name} {method} {tag}: " + ", ".join(f"{k} {v:.0f}" for k, v in res.items()) + " images/s",
+              flush=True)  # as measured: a run cut short during the next compile still shows these
         del tr
         gc.collect()
         if cuda:
@@ -248,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="measure nothing: write the section for rows saved by --json (e.g. from a GPU machine)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default: torch's; --tiny: 1, as 2 threads on shared cores spin-wait)")
+    p.add_argument("--profile", type=Path, default=None,
+                   help="folder for a torch.profiler table of one end-to-end epoch per row (what to fix next)")
     p.add_argument("--note", default="", help="a line added under the section header (e.g. the machine's load)")
     args = p.parse_args(argv)
     if args.from_json:
