@@ -111,6 +111,7 @@ def bench_config(method: str, setup: dict, args, epochs: int, out_dir: str) -> D
     return load_config([f"method={method}", "data=cifar10", f"data.image_size={setup['size']}", *setup["encoder"],
                         f"trainer.batch_size={setup['batch']}", f"trainer.epochs={epochs}", f"device={args.device}",
                         "progress_bar=false", "eval.enabled=false", f"out_dir={out_dir}",
+                        f"trainer.compile_mode={args.compile_mode}",
                         *(SMALL_HEADS[method] if args.tiny else [])])
 
 
@@ -173,9 +174,10 @@ def run_one(name: str, method: str, setup: dict, args, images: torch.Tensor, lab
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     epochs = 4 * (args.repeats + 1) + 2  # enough schedule for every timed epoch (progress stays < 1)
-    row: dict = {"setup": name, "method": method, "batch": setup["batch"], "size": setup["size"]}
+    row: dict = {"setup": name, "method": method, "batch": setup["batch"], "size": setup["size"],
+                 "compile_mode": args.compile_mode}
     cfg = bench_config(method, setup, args, epochs, out_dir)
-    for compile_ in (False, True) if args.compile else (False,):
+    for compile_ in ((True,) if args.compiled_only else (False, True)) if args.compile else (False,):
         torch._dynamo.reset()
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
@@ -257,6 +259,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=None, help="override the setups' batch size")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="also measure trainer.compile=true (default: on CUDA only)")
+    p.add_argument("--compile-mode", default="default",
+                   choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+                   help="trainer.compile_mode of the compiled pass")
+    p.add_argument("--compiled-only", action="store_true", help="skip the eager pass (with --compile)")
     p.add_argument("--data-root", type=Path, default=None, help="a torchvision CIFAR-10 root")
     p.add_argument("--fmnist-root", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
     p.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")),

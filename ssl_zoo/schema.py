@@ -44,6 +44,7 @@ class TrainerSchema:
     log_every: int = rule(gt=0)
     grad_clip: float | None = rule(gt=0)
     compile: bool = rule()
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = rule()
     channels_last: bool | Literal["auto"] = rule()
 
 

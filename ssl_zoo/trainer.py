@@ -120,8 +120,9 @@ class Trainer:
             # The parts share one code object (Module._call_impl): each part and mode is one dynamo cache entry.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
             for part in self.method.children():
-                part.compile()
+                part.compile(mode=str(t.compile_mode))
             self.make_views = torch.compile(self.views)
+        self.cuda_graphs = bool(t.compile) and t.compile_mode == "reduce-overhead"
         self.prefetch_views = self.device.type == "cuda"  # next batch's views on a side stream (gpu_loader)
         self.stop_vote = ddp.StopVote() if self.world > 1 else None
         self.monitor_x = data.test_x[: int(cfg.monitor.num_images)]
@@ -264,6 +265,8 @@ class Trainer:
         """One step on x_uint8's views, or on `views` already made for this step (prefetched, or synthetic
         ones in benchmarks/throughput.py)."""
         progress = self.step / self.total_steps
+        if self.cuda_graphs:  # a new step: CUDA-graph outputs of the last one may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.peak_lr, float(self.cfg.trainer.min_lr))
         set_lr(self.optimizer, lr, self.peak_lr)
         if views is None:
