@@ -240,9 +240,11 @@ def section(rows: list[dict], note: str = "") -> str:
     first = rows[0]
     sources = dict.fromkeys(f"{r['setup']}: {r['data']}" for r in rows)
     steps = ", ".join(dict.fromkeys(f"{r['setup']} {r['steps']} steps" for r in rows))
+    mode = ", ".join(dict.fromkeys(r.get("compile_mode", "default") for r in rows if "ceiling_compiled" in r))
+    modes = f" Compiled = trainer.compile_mode={mode}." if mode else ""
     return (f"\n## {first['date']} — {first['device']}, torch {first['torch']}{' (--tiny)' if first['tiny'] else ''}\n\n"
             f"images/s (one image = its views); median of {first['repeats']} epochs ({steps}) after 1 warm-up "
-            f"epoch; bf16 autocast on CUDA, fp32 on CPU. Data: {'; '.join(sources)}.\n"
+            f"epoch; bf16 autocast on CUDA, fp32 on CPU. Data: {'; '.join(sources)}.{modes}\n"
             + (f"\n{note}\n" if note else "") + "\n" + table(rows))
 
 
