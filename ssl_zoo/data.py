@@ -125,8 +125,12 @@ def load_image_folder(root: Path, size: int) -> ImageData:
     return ImageData(xtr, ytr, xte, yte, k)
 
 
+STREAMABLE = ("imagefolder", "imagenet", "imagenet100", "webdataset")  # streamed unless data.stream=false
+
+
 def load_data(cfg) -> ImageData:
-    """cfg is the `data` config node."""
+    """cfg is the `data` config node. Image folders and shards come back streamed (ssl_zoo.streaming.loader's
+    StreamedData, the same fields with lazily decoded images) unless data.stream=false."""
     name = str(cfg.name)
     root = Path(str(cfg.root)).expanduser() if cfg.get("root") not in (None, "???") else None
     if name == "digits":
@@ -135,9 +139,17 @@ def load_data(cfg) -> ImageData:
         data = load_fashion_mnist(root)
     elif name in ("cifar10", "cifar100", "stl10"):
         data = load_torchvision_data(name, root, bool(cfg.download))
-    elif name == "imagefolder":
+    elif name in STREAMABLE:
         if root is None:
-            raise UserError("data=imagefolder needs data.root=<folder with train/ and val/>")
+            raise UserError(f"data={name} needs data.root=<folder with train/ and val/>")
+        if cfg.get("stream", True):
+            from ssl_zoo.streaming.loader import load_streamed
+
+            if int(cfg.channels) != 3:
+                raise UserError(f"data.channels={cfg.channels}: streamed images are decoded as RGB; set 3")
+            return load_streamed(cfg)  # data.train_subset is applied there (a class-balanced subset)
+        if cfg.get("format", "folder") != "folder":
+            raise UserError("data.stream=false decodes image folders only; stream WebDataset shards")
         data = load_image_folder(root, int(cfg.image_size))
     else:
         raise UserError(f"unknown dataset '{name}'")

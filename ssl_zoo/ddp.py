@@ -121,16 +121,18 @@ def shard_views(maker: ViewMaker, x: torch.Tensor, generator: torch.Generator, r
     it): the uniforms of all world*B samples are drawn (cheap), only the local B images are transformed."""
     if world == 1:
         return maker(x, generator)
-    xf = x.float() / 255
-    mean, std = maker._mean_std(x.device)
-    b = x.shape[0]
+    cropped = not isinstance(x, torch.Tensor)  # streaming: per-recipe crops made by the data workers
+    xf = x if cropped else x.float() / 255
+    device = x[0].device if cropped else x.device
+    mean, std = maker._mean_std(device)
     views: list[torch.Tensor] = []
-    for r in maker.recipes:
+    for k, r in enumerate(maker.recipes):
+        xr = maker.recipe_input(xf, k)
+        b = xr.shape[0] // r.n
         # Global draw order: recipe r's n crops of the whole global batch, [crop, rank, sample] row-major.
-        u = torch.rand(r.n * world * b, NUM_UNIFORMS, generator=generator, device=x.device)
+        u = torch.rand(r.n * world * b, NUM_UNIFORMS, generator=generator, device=device)
         u = u.view(r.n, world, b, NUM_UNIFORMS)[:, rank].reshape(r.n * b, NUM_UNIFORMS)
-        xr = xf.repeat(r.n, 1, 1, 1) if r.n > 1 else xf
-        out, _ = apply_recipe(xr, r, u)
+        out, _ = apply_recipe(xr, r, u, cropped)
         views += ((out - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)).chunk(r.n)
     return views
 

@@ -36,8 +36,11 @@ def extract_features(net: Callable[[torch.Tensor], torch.Tensor], images: torch.
     if module is not None:
         module.eval()
     feats = []
-    for i in range(0, len(images), batch_size):
-        x = plain_view(images[i:i + batch_size].to(device), size, mean, std)
+    # Streamed datasets (ssl_zoo.streaming.loader.LazyImages) decode their batches in DataLoader workers.
+    chunks = images.batches(batch_size) if hasattr(images, "batches") else (
+        images[i:i + batch_size] for i in range(0, len(images), batch_size))
+    for chunk in chunks:
+        x = plain_view(chunk.to(device), size, mean, std)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         feats.append(net(x).float().cpu())

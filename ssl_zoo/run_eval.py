@@ -18,7 +18,7 @@ from ssl_zoo.data import ImageData, load_data
 from ssl_zoo.errors import UserError
 from ssl_zoo.evaluation import FeatureCache, evaluate_backbone, evaluate_method
 from ssl_zoo.rundir import read_results
-from ssl_zoo.trainer import build_method, pick_device
+from ssl_zoo.trainer import build_method, pick_device, pretrain_size, run_length
 
 # What the online probe number is (printed next to it): users of other frameworks mix online and offline numbers.
 ONLINE_PROBE_NOTE = ("online probe: linear classifier trained during pretraining on detached features of augmented "
@@ -96,7 +96,7 @@ def evaluate_run_dir(run_dir: Path, overrides: list[str] = ()) -> dict:
         raise UserError(f"the checkpoint in {run_dir} does not fit its config.yaml ({type(err).__name__})") from err
     method.to(device)
     rows, step = list(state.get("rows", [])), int(state["step"])
-    total = int(cfg.trainer.epochs) * (len(data.pretrain_x) // int(cfg.trainer.batch_size))
+    total = run_length(cfg, pretrain_size(data) // int(cfg.trainer.batch_size))
     previous = read_results(run_dir) or {}
     status = previous.get("status")
     if status in (None, "unfinished", "failed"):  # a crash after the last step (in evaluation) ends here

@@ -46,6 +46,7 @@ class TrainerSchema:
     compile: bool = rule()
     compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = rule()
     channels_last: bool | Literal["auto"] = rule()
+    steps: int | None = field(default=None, metadata={"gt": 0})  # run length in optimizer steps (over epochs)
 
 
 @dataclass
@@ -77,6 +78,14 @@ class DataSchema:
     crop_scale_min: float = rule(gt=0, le=1)
     flip_p: float = rule(ge=0, le=1)
     download: bool = rule()
+    # Image folders and WebDataset shards (ssl_zoo.streaming); other datasets do not have these keys.
+    format: Literal["folder", "webdataset"] | None = field(default=None)
+    stream: bool | None = field(default=None)
+    workers: int | None = field(default=None, metadata={"ge": 0})
+    index_dir: str | None = field(default=None)
+    classes: list[str] | None = field(default=None)
+    eval_resize: int | None = field(default=None, metadata={"gt": 0})
+    max_bad_fraction: float | None = field(default=None, metadata={"ge": 0, "le": 1})
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -24,7 +25,7 @@ from ssl_zoo.errors import UserError
 from ssl_zoo.gpu_loader import ViewPrefetcher
 from ssl_zoo.method import Method, method_class
 from ssl_zoo.optim import build_optimizer, lr_at, peak_lr, set_lr
-from ssl_zoo.rundir import write_metrics
+from ssl_zoo.rundir import write_config, write_metrics
 from ssl_zoo.tensorboard import TensorBoardLog
 from ssl_zoo.views import build_view_maker, plain_view
 
@@ -55,11 +56,29 @@ def pick_device(cfg: DictConfig) -> torch.device:
     return torch.device("cuda")
 
 
-def build_method(cfg: DictConfig, seed_offset: int = 0) -> Method:
-    """The method with its encoder, initialised from the seed (the same seed gives the same initial weights)."""
+def build_method(cfg: DictConfig, seed_offset: int = 0, epochs: float | None = None) -> Method:
+    """The method with its encoder, initialised from the seed (the same seed gives the same initial weights).
+    `epochs`: the run's length in epochs for the method's epoch-based schedules (trainer.epochs by default)."""
     torch.manual_seed(int(cfg.seed) + seed_offset)
     backbone, feat_dim = build_encoder(cfg.encoder, int(cfg.data.channels), int(cfg.data.image_size))
-    return method_class(str(cfg.method.name))(backbone, feat_dim, cfg.method, int(cfg.trainer.epochs))
+    return method_class(str(cfg.method.name))(backbone, feat_dim, cfg.method,
+                                              int(cfg.trainer.epochs) if epochs is None else epochs)
+
+
+def pretrain_size(data) -> int:
+    """Images pretraining draws from: in memory (data.ImageData) or streamed (ssl_zoo.streaming)."""
+    return len(data.pretrain_rows) if is_streamed(data) else len(data.pretrain_x)
+
+
+def is_streamed(data) -> bool:
+    return hasattr(data, "pretrain_rows")
+
+
+def run_length(cfg: DictConfig, steps_per_epoch: int) -> int:
+    """Optimizer steps of the run: trainer.steps when set (the last epoch may then be partial), else
+    trainer.epochs whole epochs. Every schedule (LR, tau, warm-ups) follows this count."""
+    steps = cfg.trainer.get("steps")
+    return int(steps) if steps is not None else int(cfg.trainer.epochs) * steps_per_epoch
 
 
 def step_generator(device: torch.device, seed: int, step: int) -> torch.Generator:
@@ -72,6 +91,8 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 class Trainer:
     def __init__(self, cfg: DictConfig, data: ImageData, run_dir: Path):
+        """`data` is an ImageData (uint8 tensors, views made from whole images) or a streamed dataset
+        (ssl_zoo.streaming: DataLoader workers read and crop, the rest of each view is made here)."""
         self.cfg, self.data, self.run_dir = cfg, data, run_dir
         self.device = pick_device(cfg)
         self.seed = int(cfg.seed)
@@ -82,32 +103,44 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.mean, self.std = list(cfg.data.mean), list(cfg.data.std)
         self.views = build_view_maker(cfg.views, self.mean, self.std)
-        self.method = build_method(cfg).to(self.device)
         # DDP: trainer.batch_size images per process; the epoch order, the views, the LR and the checkpoints
         # follow the global batch of world x batch_size images (ssl_zoo.ddp), so a run matches one process
         # with that batch. Only rank 0 writes run files.
         self.world, self.rank = distributed.world_size(), distributed.rank()
+        t = cfg.trainer
+        self.batch_size = int(t.batch_size)  # per process
+        self.global_batch = self.batch_size * self.world
+        self.streamed = is_streamed(data)
+        self.num_images = pretrain_size(data)
+        self.steps_per_epoch = self.num_images // self.global_batch
+        if self.steps_per_epoch == 0:
+            raise UserError(f"trainer.batch_size={self.batch_size} x {self.world} process(es) is larger than the "
+                            f"{self.num_images} training images; lower it")
+        self.total_steps = run_length(cfg, self.steps_per_epoch)
+        self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        length = None if t.get("steps") is None else self.total_steps / self.steps_per_epoch  # epoch-based schedules
+        self.method = build_method(cfg, epochs=length).to(self.device)
         if self.world > 1 and cfg.launcher.get("sync_bn", False):
             self.method = ddp.sync_batchnorm(self.method, self.device)
         self.channels_last = self.device.type == "cuda" and cfg.trainer.channels_last in ("auto", True)
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.method.param_groups(), cfg.trainer)
-        t = cfg.trainer
-        self.batch_size = int(t.batch_size)  # per process
-        self.global_batch = self.batch_size * self.world
-        self.images = data.pretrain_x.to(self.device)
-        unlabeled = len(self.images) - len(data.train_y)  # STL-10's unlabeled images carry label -1
-        self.labels = torch.cat([data.train_y, data.train_y.new_full((unlabeled,), -1)]).to(self.device)
+        if self.streamed:
+            from ssl_zoo.streaming.bad_samples import BadSampleLog
+            from ssl_zoo.streaming.loader import CropSpec
+
+            self.crop_specs = [CropSpec(r.n, r.size, tuple(r.scale), tuple(r.ratio)) for r in self.views.recipes]
+            self.bad_samples = BadSampleLog(run_dir if self.rank == 0 else None, len(data.train),
+                                            data.max_bad_fraction)
+        else:
+            self.images = data.pretrain_x.to(self.device)
+            unlabeled = len(self.images) - len(data.train_y)  # STL-10's unlabeled images carry label -1
+            self.labels = torch.cat([data.train_y, data.train_y.new_full((unlabeled,), -1)]).to(self.device)
         # Online probe: a linear classifier on detached backbone features, trained alongside; reported as
         # online_probe_acc (an ONLINE number, not comparable to the frozen-feature linear probe).
         self.probe = torch.nn.Linear(self.method.feat_dim, data.num_classes).to(self.device)
         self.probe_opt = torch.optim.AdamW(self.probe.parameters(), lr=1e-3, weight_decay=0.0)
-        self.steps_per_epoch = len(self.images) // self.global_batch
-        if self.steps_per_epoch == 0:
-            raise UserError(f"trainer.batch_size={self.batch_size} x {self.world} process(es) is larger than the "
-                            f"{len(self.images)} training images; lower it")
-        self.total_steps = int(t.epochs) * self.steps_per_epoch
         self.warmup_steps = min(int(float(t.warmup_epochs) * self.steps_per_epoch), self.total_steps)
         self.peak_lr = peak_lr(t, self.global_batch)
         bf16 = t.precision == "bf16" or (t.precision == "auto" and self.device.type == "cuda")
@@ -125,7 +158,8 @@ class Trainer:
         self.cuda_graphs = bool(t.compile) and t.compile_mode == "reduce-overhead"
         self.prefetch_views = self.device.type == "cuda"  # next batch's views on a side stream (gpu_loader)
         self.stop_vote = ddp.StopVote() if self.world > 1 else None
-        self.monitor_x = data.test_x[: int(cfg.monitor.num_images)]
+        monitor_x = data.test_x[: int(cfg.monitor.num_images)]
+        self.monitor_x = monitor_x if isinstance(monitor_x, torch.Tensor) else monitor_x.to("cpu")  # decoded once
         self.step, self.rows, self.elapsed = 0, [], 0.0
         self.sums: dict[str, torch.Tensor] = {}
         self.host_sums: dict[str, float] = {}  # python-number logs (lr, tau, ...): summed here, no device copy
@@ -193,22 +227,27 @@ class Trainer:
             for s, h in handlers.items():
                 signal.signal(s, h)
 
+    def _epoch_end(self, epoch: int) -> int:
+        """The step after the epoch's last one (a trainer.steps run may end inside an epoch)."""
+        return min((epoch + 1) * self.steps_per_epoch, self.total_steps)
+
     def _fit(self) -> None:
-        epochs = int(self.cfg.trainer.epochs)
         every = int(self.cfg.trainer.checkpoint_every)
         if self.step == 0:  # a run that diverges or is killed in its first epoch still has a whole checkpoint
+            if self.rank == 0 and not (self.run_dir / "config.yaml").exists():  # Trainer(...).fit() from Python:
+                write_config(self.run_dir, self.cfg)  # a run directory `ssl-zoo eval` and run.train accept
             self.checkpoint()
         while self.step < self.total_steps:
             epoch = self.step // self.steps_per_epoch
             self._run_epoch(epoch)
             if self.stop_requested:
-                if self.step == (epoch + 1) * self.steps_per_epoch:  # stopped on the epoch's last step: its row
+                if self.step == self._epoch_end(epoch):  # stopped on the epoch's last step: its row
                     self._end_epoch(epoch)  # belongs in this checkpoint, the resumed run starts the next epoch
                 self.checkpoint()
                 raise Preempted(f"stopped at step {self.step}; checkpoint saved",
                                 STOP_SIGNALS[max(self.stop_code, 1) - 1])
             self._end_epoch(epoch)
-            if (epoch + 1) % every == 0 or epoch + 1 == epochs:
+            if (epoch + 1) % every == 0 or self.step == self.total_steps:
                 self.checkpoint()
         code = self.stop_code if self.stop_vote is None else self.stop_vote(self.stop_code)
         if code:  # the signal came after the last step: the final checkpoint is whole, a restart evaluates
@@ -216,25 +255,49 @@ class Trainer:
         if self.rank == 0:
             monitors.save_spectra(self.run_dir, self.method, self.monitor_input())  # spectrum.npy at the end
 
+    def _batches(self, epoch: int, first: int, end: int):
+        """(uint8 input, labels) of batches first..end-1 of the epoch, on the device: index rows of the in-memory
+        images, or the crops the streaming workers made (the same global order either way: epoch_order)."""
+        if self.streamed:
+            order = epoch_order(self.num_images, self.seed, epoch).numpy()
+            pin = self.device.type == "cuda"
+            loader = self.data.train_loader(self.crop_specs, self.seed, epoch, order, range(first, end),
+                                            self.batch_size, self.rank, self.world, pin)
+            for crops, labels, bad in loader:
+                if bad:
+                    self.bad_samples.add(bad)
+                yield ([c.to(self.device, non_blocking=pin) for c in crops],
+                       labels.to(self.device, non_blocking=pin))
+            return
+        order = epoch_order(len(self.images), self.seed, epoch).to(self.device)  # one copy per epoch
+        for i in range(first, end):  # this rank's slice of the global batch i
+            start_i = i * self.global_batch + self.rank * self.batch_size
+            idx = order[start_i:start_i + self.batch_size]
+            yield self.images[idx], self.labels[idx]
+
     def _run_epoch(self, epoch: int) -> None:
         self.method.train()
-        order = epoch_order(len(self.images), self.seed, epoch).to(self.device)  # one copy per epoch
         first = self.step - epoch * self.steps_per_epoch
+        end = self._epoch_end(epoch) - epoch * self.steps_per_epoch
         log_every = max(1, int(self.cfg.trainer.log_every))
-        bar = tqdm(range(first, self.steps_per_epoch), desc=f"epoch {epoch + 1}/{self.cfg.trainer.epochs}",
-                   disable=not self.cfg.progress_bar, leave=False, dynamic_ncols=True)
+        bar = tqdm(range(first, end), desc=f"epoch {epoch + 1}/{self.num_epochs}",
+                   disable=not self.show_bar, leave=False, dynamic_ncols=True)
         start, done = time.perf_counter(), 0
+        batches = self._batches(epoch, first, end)
+        labels: dict[int, torch.Tensor] = {}
 
-        def batch(i: int) -> torch.Tensor:  # this rank's slice of the global batch i
-            start_i = i * self.global_batch + self.rank * self.batch_size
-            return order[start_i:start_i + self.batch_size]
+        def views_of(i: int) -> list[torch.Tensor]:  # called in order i = first, first + 1, ...
+            x, labels[i] = next(batches)
+            return self._make_views(x, epoch * self.steps_per_epoch + i)
 
-        ahead = ViewPrefetcher(lambda i: self._make_views(self.images[batch(i)], epoch * self.steps_per_epoch + i),
-                               self.device, self.steps_per_epoch) if self.prefetch_views else None
+        ahead = ViewPrefetcher(views_of, self.device, end) if self.prefetch_views else None
         for i in bar:
-            idx = batch(i)
-            views = ahead.get(i) if ahead is not None else None
-            logs = self._train_step(self.images[idx] if views is None else None, self.labels[idx], views)
+            if ahead is not None:
+                x, views = None, ahead.get(i)
+                y = labels.pop(i)
+            else:
+                (x, y), views = next(batches), None
+            logs = self._train_step(x, y, views)
             done += self.global_batch
             if (i + 1) % log_every == 0:
                 loss = distributed.all_reduce_mean_(logs["loss"].clone()).item()  # every rank decides alike
@@ -250,7 +313,7 @@ class Trainer:
         self.sums["seconds"] = self.sums.get("seconds", torch.zeros((), device=self.device)) + (
             time.perf_counter() - start)
 
-    def _make_views(self, x_uint8: torch.Tensor, step: int) -> list[torch.Tensor]:
+    def _make_views(self, x_uint8: torch.Tensor | list[torch.Tensor], step: int) -> list[torch.Tensor]:
         gen = step_generator(self.device, self.seed, step)
         if self.world > 1:
             views = ddp.shard_views(self.views, x_uint8, gen, self.rank, self.world)
@@ -260,7 +323,7 @@ class Trainer:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         return views
 
-    def _train_step(self, x_uint8: torch.Tensor | None, y: torch.Tensor,
+    def _train_step(self, x_uint8: torch.Tensor | list[torch.Tensor] | None, y: torch.Tensor,
                     views: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """One step on x_uint8's views, or on `views` already made for this step (prefetched, or synthetic
         ones in benchmarks/throughput.py)."""
@@ -334,10 +397,14 @@ class Trainer:
             if self.tensorboard is None:
                 self.tensorboard = TensorBoardLog(self.run_dir)
             self.tensorboard.log(row)
-        if not self.cfg.progress_bar:
-            return
-        tqdm.write(f"epoch {epoch + 1}: loss {row['loss']:.4f}  z_std {row['z_std']:.4f}  "
-                   f"{row['images_per_s']:.0f} img/s")
+        line = (f"epoch {epoch + 1}/{self.num_epochs}: loss {row['loss']:.4f}  z_std {row['z_std']:.4f}  "
+                f"{row['images_per_s']:.0f} img/s")
+        tqdm.write(line) if self.show_bar else print(line, flush=True)  # one line per epoch, bar or not
+
+    @property
+    def show_bar(self) -> bool:
+        """A live bar only on a terminal: in log files (SLURM logs) its carriage returns are clutter."""
+        return bool(self.cfg.progress_bar) and sys.stderr.isatty()
 
     def monitor_input(self) -> torch.Tensor:
         return plain_view(self.monitor_x.to(self.device), int(self.cfg.data.image_size), self.mean, self.std)

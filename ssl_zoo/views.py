@@ -101,6 +101,12 @@ def _crop_flip(x: torch.Tensor, u: torch.Tensor, size: int, scale: Range, ratio:
     return out, {"area": w * h, "aspect": w / h, "flip": flip}
 
 
+def _flip(x: torch.Tensor, u: torch.Tensor, flip_p: float):
+    """The flip of _crop_flip alone (same uniform), for crops made before the batch (the streaming path)."""
+    flip = u[:, 4] < flip_p
+    return torch.where(_per_sample(flip), x.flip(-1), x), {"flip": flip}
+
+
 def random_resized_crop_flip(x: torch.Tensor, size: int, scale: Range, ratio: Range, flip_p: float,
                              g: torch.Generator, return_params: bool = False):
     """RandomResizedCrop + horizontal flip as one affine grid_sample for the whole batch."""
@@ -212,14 +218,20 @@ def plain_view(x: torch.Tensor, size: int, mean: Sequence[float], std: Sequence[
 NUM_UNIFORMS = 14  # per sample and recipe: crop 5, jitter 5, grayscale 1, blur 2, solarize 1
 
 
-def apply_recipe(x: torch.Tensor, r: CropRecipe, u: torch.Tensor) -> tuple[torch.Tensor, dict[str, Params]]:
+def apply_recipe(x: torch.Tensor, r: CropRecipe, u: torch.Tensor,
+                 cropped: bool = False) -> tuple[torch.Tensor, dict[str, Params]]:
     """All ops of one recipe on float [0, 1] images, in the BYOL/SimCLR order, given u [B, NUM_UNIFORMS].
+    `cropped`: x already holds this recipe's resized crops (made per sample by ssl_zoo.streaming): the crop is
+    skipped, its flip kept; the uniforms are drawn alike either way.
 
     Pure (no generator), so torch.compile traces it as one graph: dynamo breaks on torch.rand(generator=).
     """
     uc, uj, ug, ub, us = u.split([5, 5, 1, 2, 1], 1)
     params: dict[str, Params] = {}
-    x, params["crop"] = _crop_flip(x, uc, r.size, r.scale, r.ratio, r.flip_p)
+    if cropped:
+        x, params["crop"] = _flip(x, uc, r.flip_p)
+    else:
+        x, params["crop"] = _crop_flip(x, uc, r.size, r.scale, r.ratio, r.flip_p)
     x, params["jitter"] = _color_jitter(x, uj, r.jitter_p, r.brightness, r.contrast, r.saturation, r.hue)
     x, params["gray"] = _grayscale(x, ug, r.gray_p)
     x, params["blur"] = _blur(x, ub, r.blur_p, r.blur_sigma)
@@ -242,19 +254,30 @@ class ViewMaker:
             self._stats[device] = (torch.tensor(self.mean, device=device), torch.tensor(self.std, device=device))
         return self._stats[device]
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator, return_params: bool = False):
+    def recipe_input(self, xf: torch.Tensor | Sequence[torch.Tensor], k: int) -> torch.Tensor:
+        """Float [0, 1] input of recipe k as one batch of n*B: the float images xf repeated n times, or the
+        recipe's own crops when xf is a list of per-recipe uint8 crops [n*B, C, size, size] (streaming)."""
+        if not isinstance(xf, torch.Tensor):
+            return xf[k].float() / 255
+        n = self.recipes[k].n
+        return xf.repeat(n, 1, 1, 1) if n > 1 else xf
+
+    def __call__(self, x: torch.Tensor | Sequence[torch.Tensor], generator: torch.Generator,
+                 return_params: bool = False):
         """x uint8 [B,C,H,W] -> float32 views [B,C,size,size], recipes in order, each expanded n times.
+        x may instead be the list of each recipe's crops, already resized (see recipe_input).
 
         With return_params, also returns one {op: params} dict per view (for tests and debugging).
         """
-        xf = x.float() / 255
-        mean, std = self._mean_std(x.device)
+        cropped = not isinstance(x, torch.Tensor)
+        xf = x if cropped else x.float() / 255
+        mean, std = self._mean_std(x[0].device if cropped else x.device)
         views: list[torch.Tensor] = []
         params: list[dict[str, Params]] = []
-        for r in self.recipes:
+        for k, r in enumerate(self.recipes):
             # The n crops of a recipe run as one batch of n*B: fewer, larger kernel launches.
-            xr = xf.repeat(r.n, 1, 1, 1) if r.n > 1 else xf
-            out, p = apply_recipe(xr, r, _draw(xr, NUM_UNIFORMS, generator))
+            xr = self.recipe_input(xf, k)
+            out, p = apply_recipe(xr, r, _draw(xr, NUM_UNIFORMS, generator), cropped)
             views += _normalize(out, mean, std).chunk(r.n)
             params += [{op: {k: v.chunk(r.n)[i] for k, v in d.items()} for op, d in p.items()} for i in range(r.n)]
         return (views, params) if return_params else views
