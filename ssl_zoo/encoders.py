@@ -37,20 +37,34 @@ def _torchvision_resnet(arch: str, in_chans: int, cifar_stem: bool) -> nn.Module
     return net
 
 
+def library(cfg) -> str:
+    """Whose module names the backbone's state_dict uses: torchvision, timm, or ssl_zoo (small_cnn)."""
+    if str(cfg.arch) == "small_cnn":
+        return "ssl_zoo"
+    return "torchvision" if str(cfg.arch) in ("resnet18", "resnet34", "resnet50") and cfg.get("name") != "timm" else "timm"
+
+
+def timm_kwargs(cfg, in_chans: int, image_size: int) -> dict:
+    """timm.create_model keyword arguments of a timm backbone (also written to exported model cards)."""
+    kwargs: dict = {"num_classes": 0, "in_chans": in_chans}
+    arch = str(cfg.arch)
+    if "vit" in arch or "deit" in arch:
+        kwargs.update(img_size=image_size, patch_size=int(cfg.get("patch_size", 16)),
+                      dynamic_img_size=True)  # multi-crop local views are smaller than image_size
+    return kwargs
+
+
 def build_encoder(cfg, in_chans: int, image_size: int) -> tuple[nn.Module, int]:
     """Returns the backbone and its feature dimension (found by a forward pass, never hard-coded)."""
     arch = str(cfg.arch)
-    if arch == "small_cnn":
+    if library(cfg) == "ssl_zoo":
         net: nn.Module = SmallCNN(in_chans, int(cfg.width or 32))
-    elif arch in ("resnet18", "resnet34", "resnet50") and cfg.get("name") != "timm":
+    elif library(cfg) == "torchvision":
         net = _torchvision_resnet(arch, in_chans, bool(cfg.cifar_stem))
     else:
-        kwargs = {"num_classes": 0, "in_chans": in_chans, "pretrained": bool(cfg.get("pretrained", False))}
-        if "vit" in arch or "deit" in arch:
-            kwargs.update(img_size=image_size, patch_size=int(cfg.get("patch_size", 16)),
-                          dynamic_img_size=True)  # multi-crop local views are smaller than image_size
+        kwargs = timm_kwargs(cfg, in_chans, image_size)
         try:
-            net = timm.create_model(arch, **kwargs)
+            net = timm.create_model(arch, pretrained=bool(cfg.get("pretrained", False)), **kwargs)
         except (RuntimeError, ValueError, TypeError) as err:
             raise UserError(f"cannot build encoder '{arch}': {err} (any name from timm.list_models() works)") from err
     net.eval()
