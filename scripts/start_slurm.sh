@@ -1,30 +1,41 @@
 #!/usr/bin/env bash
-# Starts a one-node SLURM (Debian slurm-wlm + munge) on this machine: one partition `debug` holding this host
-# with all its CPUs. Idempotent: when the node already answers, it only prints its state. Needs root.
+# Makes sure a SLURM answers on this machine, printing one line saying what it did. A SLURM that already answers
+# (`sinfo`) is used as it is: its config, daemons and jobs are never touched. Only when none runs does it start a
+# one-node SLURM (Debian slurm-wlm + munge, as root): one partition `debug` holding this host with all its CPUs.
 # Accounting is off (no slurmdbd), so `sacct` fails; submitit and `ssl-zoo status` read squeue and files.
+# Exit codes: 0 a SLURM answers (found or started), 1 none and it could not start one (the line says why).
 set -euo pipefail
 
 HOST=$(hostname)
 CPUS=$(nproc)
 MEM_MB=$(( $(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) * 9 / 10 ))
-CONF=/etc/slurm/slurm.conf
+CONF=${SLURM_CONF:-/etc/slurm/slurm.conf}  # SLURM_CONF: where slurm itself looks too
+MARK="# Written by ssl-zoo scripts/start_slurm.sh"
 
 node_state() { sinfo -h -N -n "$HOST" -o %T 2>/dev/null | head -n1; }
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+fail() { echo "slurm: $*" >&2; exit 1; }
 
-for cmd in slurmctld slurmd munged sinfo; do
-  command -v "$cmd" >/dev/null || { echo "slurm: $cmd not found (apt-get install -y slurm-wlm munge)" >&2; exit 1; }
+command -v sinfo >/dev/null || fail "sinfo not found (apt-get install -y slurm-wlm munge)"
+if timeout 20 sinfo -h -o %P >/dev/null 2>&1; then  # a SLURM answers: someone's cluster, used as it is
+  echo "slurm: using the running SLURM (partitions: $(sinfo -h -o %P | tr '\n' ' ' | sed 's/ $//'))"
+  exit 0
+fi
+# Daemons that run but do not answer belong to someone: never stop, reconfigure or restart them.
+for d in slurmctld slurmd; do
+  pgrep -x "$d" >/dev/null && fail "$d is running but sinfo gets no answer; left untouched (see its logs)"
 done
-if [ "$(id -u)" != 0 ]; then
-  state=$(node_state)
-  [[ "$state" =~ ^(idle|mixed|allocated|completing) ]] && { echo "slurm: node $HOST is $state"; exit 0; }
-  echo "slurm: starting the daemons needs root" >&2
-  exit 1
+for cmd in slurmctld slurmd munged; do
+  command -v "$cmd" >/dev/null || fail "$cmd not found (apt-get install -y slurm-wlm munge)"
+done
+[ "$(id -u)" = 0 ] || fail "no SLURM runs and starting one needs root"
+# A config this script did not write is a user's: never overwritten.
+if [ -s "$CONF" ] && ! head -n1 "$CONF" | grep -qF "$MARK"; then
+  fail "no SLURM runs, but $CONF was not written by this script; left untouched (start that SLURM yourself)"
 fi
 
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
 cat > "$CONF.new" <<EOF
-# Written by ssl-zoo scripts/start_slurm.sh: one node, one partition, no accounting (edits are overwritten).
+$MARK: one node, one partition, no accounting.
 ClusterName=sslzoo
 SlurmctldHost=$HOST
 SlurmUser=root
@@ -55,46 +66,29 @@ MinJobAge=300
 NodeName=$HOST CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
-if cmp -s "$CONF.new" "$CONF"; then
-  rm -f "$CONF.new"
-  if [[ "$(node_state)" =~ ^(idle|mixed|allocated|completing) ]]; then
-    echo "slurm: node $HOST is $(node_state)"
-    exit 0
-  fi
-else
-  mv "$CONF.new" "$CONF"
-  changed=1
-fi
+mv "$CONF.new" "$CONF"
 
-# munge: the key and its folders must belong to the munge user, or munged refuses to start.
-mkdir -p /run/munge
-[ -s /etc/munge/munge.key ] || dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
-chmod 400 /etc/munge/munge.key
-chown -R munge:munge /run/munge /var/log/munge /var/lib/munge /etc/munge
+# munge: used as it is when it answers; else started, with the key and folders owned by munge (or it refuses).
 if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
+  pgrep -x munged >/dev/null && fail "munged is running but does not answer; left untouched"
+  mkdir -p /run/munge
+  [ -s /etc/munge/munge.key ] || dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+  chmod 400 /etc/munge/munge.key
+  chown -R munge:munge /run/munge /var/log/munge /var/lib/munge /etc/munge
   runuser -u munge -- munged
 fi
 
-if [ -n "${changed:-}" ]; then  # some settings (AuthInfo) are read only at start: restart the daemons
-  for pidfile in /run/slurmd.pid /run/slurmctld.pid; do
-    if alive "$pidfile"; then
-      pid=$(cat "$pidfile")
-      kill "$pid"
-      for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    fi
-  done
-fi
-alive /run/slurmctld.pid || slurmctld
+slurmctld
 for _ in $(seq 30); do scontrol ping 2>/dev/null | grep -q UP && break; sleep 1; done
-alive /run/slurmd.pid || slurmd
+slurmd
 
 for _ in $(seq 60); do
   state=$(node_state)
   case "$state" in
-    idle*|mixed*|allocated*|completing*) echo "slurm: node $HOST is $state (partition debug, $CPUS CPUs)"; exit 0 ;;
+    idle*|mixed*|allocated*|completing*)
+      echo "slurm: started a one-node SLURM: node $HOST is $state (partition debug, $CPUS CPUs)"; exit 0 ;;
     down*|drain*) scontrol update nodename="$HOST" state=resume 2>/dev/null || true ;;
   esac
   sleep 1
 done
-echo "slurm: node $HOST did not become idle (state: ${state:-none}); see /var/log/slurm/" >&2
-exit 1
+fail "started slurmctld and slurmd, but node $HOST did not become idle (state: ${state:-none}); see /var/log/slurm/"

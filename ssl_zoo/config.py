@@ -34,17 +34,54 @@ def conf_dir() -> Path:
     return Path(str(resources.files("ssl_zoo.conf")))
 
 
+def choices(group: str) -> list[str]:
+    """The options of a config group: the yaml files shipped in conf/<group>/."""
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
 def _one_line(err: Exception) -> str:
     text = str(err)
     missing = re.search(r"Could not find '(\w+)/([^']*)'", text)
     if missing:
         group, option = missing.groups()
-        choices = sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
-        return f"unknown {group} '{option}'; choices: {', '.join(choices)}"
+        return f"unknown {group} '{option}'; choices: {', '.join(choices(group))}"
     override = re.search(r"Could not override '([^']+)'", text)
     if override:
-        return f"unknown config key '{override.group(1)}' (check the spelling; `ssl-zoo show` prints every key)"
+        return unknown_key(override.group(1))
     return text.strip().splitlines()[0]
+
+
+def _all_keys(node, prefix: str = "") -> list[str]:
+    out = []
+    for key in node:
+        value = node[key] if not OmegaConf.is_missing(node, key) else None
+        out += _all_keys(value, f"{prefix}{key}.") if isinstance(value, DictConfig) else [f"{prefix}{key}"]
+    return out
+
+
+def unknown_key(key: str) -> str:
+    """The one-line error for a key the config lacks, with the closest existing keys."""
+    known = _all_keys(_shipped_defaults(()))
+    # also match on the last part alone (trainer.epoch -> trainer.epochs, epochs -> trainer.epochs)
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.75)
+    if not close:
+        close = [k for k in known if k.rsplit(".", 1)[-1] in
+                 difflib.get_close_matches(key.rsplit(".", 1)[-1], [k.rsplit(".", 1)[-1] for k in known], cutoff=0.8)]
+    hint = f"did you mean {' or '.join(close[:3])}?" if close else "`ssl-zoo show` prints every key"
+    return f"unknown config key '{key}'; {hint}"
+
+
+def _check_groups(overrides: list[str]) -> None:
+    """A group option must be one the package ships. Hydra skips an `optional` group's missing option
+    silently (experiment=collapse_stduy would train the default config), so every group is checked here."""
+    for o in overrides:
+        key = _key(o)
+        if key in GROUPS and "=" in o:
+            value = o.split("=", 1)[1]
+            if value in ("null", "") and key in ("views", "experiment"):  # null: the default (none / the method's)
+                continue
+            if "," not in value and value not in choices(key):  # a,b lists are sweeps: expanded before this
+                raise UserError(f"unknown {key} '{value}'; choices: {', '.join(choices(key))}")
 
 
 def _key(override: str) -> str:
@@ -52,6 +89,7 @@ def _key(override: str) -> str:
 
 
 def _compose(overrides: list[str]) -> DictConfig:
+    _check_groups(overrides)
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
             if not any(_key(o) == "views" for o in overrides):  # the method's own recipe unless the user picked one
@@ -145,6 +183,8 @@ def load_config(overrides: list[str]) -> DictConfig:
     if additions:
         raise UserError(f"'{additions[0]}' adds a key the config does not have; only existing keys can be set")
     cfg = _compose(overrides)
+    if isinstance(cfg.get("resume"), bool):  # resume=true / resume=false: the natural spellings of auto / never
+        cfg.resume = "auto" if cfg.resume else "never"
     check_ablation(cfg)  # before anything else: Hydra silently adds keys a method lacks
     groups = [o for o in overrides if _key(o) in GROUPS]
     _check_types(cfg, _shipped_defaults(tuple(groups)))
@@ -161,7 +201,23 @@ def load_config(overrides: list[str]) -> DictConfig:
     if run_name is not None and (str(run_name) in ("", ".", "..") or Path(str(run_name)).is_absolute()
                                  or ".." in Path(str(run_name)).parts):
         raise UserError(f"run_name={run_name!r} must be a folder name inside out_dir; use out_dir= to move runs")
+    _check_logger(cfg)
+    cfg.out_dir = str(absolute(str(cfg.out_dir)))  # one run directory, whatever the working directory is later
     return cfg
+
+
+def absolute(path: str | Path) -> Path:
+    """A user path made absolute against the working directory now (~ expanded; symlinks kept)."""
+    return Path(os.path.abspath(os.path.expanduser(str(path))))
+
+
+def _check_logger(cfg: DictConfig) -> None:
+    """Optional packages a config needs are there before anything is written."""
+    import importlib.util
+
+    if cfg.logger == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise UserError("logger=tensorboard needs the tensorboard package: pip install 'ssl-zoo[tensorboard]' "
+                        "(or use logger=csv)")
 
 
 def check_data_root(cfg: DictConfig) -> None:
@@ -181,8 +237,19 @@ def check_data_root(cfg: DictConfig) -> None:
         raise UserError(f"data.root={root} cannot be read (permissions); fix them or copy the data elsewhere")
 
 
+# Keys added to every config after runs were made: left out of the identity when null (what their absence
+# meant), else hashed last in their group (where the experiment files that set them used to put them), so run
+# directories made before them keep their names and resume.
+LATE_KEYS = (("data", "train_subset"), ("trainer", "steps"))
+
+
 def config_hash(cfg: DictConfig) -> str:
     identity = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NON_IDENTITY_KEYS}
+    for group, key in LATE_KEYS:
+        if isinstance(identity.get(group), dict) and key in identity[group]:
+            value = identity[group].pop(key)
+            if value is not None:
+                identity[group][key] = value
     return hashlib.sha1(OmegaConf.to_yaml(OmegaConf.create(identity)).encode()).hexdigest()[:8]
 
 
@@ -192,4 +259,4 @@ def run_dir_for(cfg: DictConfig) -> Path:
     else:
         name = (f"{cfg.method.name}-{cfg.ablation.name}-{cfg.data.name}-{cfg.encoder.name}-s{cfg.seed}-"
                 f"{config_hash(cfg)}")
-    return Path(str(cfg.out_dir)).expanduser() / name
+    return absolute(str(cfg.out_dir)) / name

@@ -32,7 +32,7 @@ import submitit
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_zoo.checkpoint import write_json
-from ssl_zoo.config import config_hash, load_config, run_dir_for
+from ssl_zoo.config import absolute, config_hash, load_config, run_dir_for
 from ssl_zoo.errors import UserError
 from ssl_zoo.rundir import check_existing, read_results
 
@@ -96,7 +96,7 @@ def _is_ended(run_dir: Path, cfg: DictConfig) -> str | None:
 def plan(configs: list[DictConfig]) -> tuple[Path, list[int], list[tuple[int, str]]]:
     """Checks a sweep before anything starts: one out_dir (the sweep directory), no two runs in one directory,
     every existing directory resumable. Returns (sweep dir, indices to run, [(index, status)] of ended runs)."""
-    dirs = {Path(str(c.out_dir)).expanduser().resolve() for c in configs}
+    dirs = {absolute(str(c.out_dir)) for c in configs}
     if len(dirs) > 1:
         raise UserError(f"a sweep writes below one out_dir (its sweep directory); got {len(dirs)}: "
                         f"{', '.join(sorted(map(str, dirs)))}")
@@ -127,17 +127,33 @@ def same_launcher(configs: list[DictConfig]) -> DictConfig:
 
 # --- manifests ----------------------------------------------------------------------------------------------
 def write_manifest(sweep_dir: Path, ident: str, launcher: str, configs: list[DictConfig], todo: list[int],
-                   ended: list[tuple[int, str]], overrides: list[list[str]], job_ids: list[str | None]) -> Path:
-    tasks = [{"index": n, "job_id": job_ids[n], "run_dir": str(run_dir_for(configs[i]).relative_to(sweep_dir)),
-              "overrides": overrides[i], "epochs": int(configs[i].trainer.epochs)} for n, i in enumerate(todo)]
+                   ended: list[tuple[int, str]], overrides: list[list[str]], job_ids: list[str | None],
+                   path: Path | None = None) -> Path:
+    """<sweep dir>/jobs/sweep-<ident>.json (or `path`, to fill in the job ids of a manifest written before
+    submission): task -> run directory, relative to the sweep directory."""
+    def rel(i: int) -> str:
+        return str(run_dir_for(configs[i]).relative_to(sweep_dir))
+
+    tasks = [{"index": n, "job_id": job_ids[n], "run_dir": rel(i), "overrides": overrides[i],
+              "epochs": int(configs[i].trainer.epochs)} for n, i in enumerate(todo)]
     manifest = {"id": ident, "launcher": launcher, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "host": socket.gethostname(), "pid": os.getpid(), "command": " ".join(sys.argv),
-                "tasks": tasks,
-                "skipped": [{"run_dir": str(run_dir_for(configs[i]).relative_to(sweep_dir)), "status": s}
-                            for i, s in ended]}
-    path = sweep_dir / JOBS / f"sweep-{ident}.json"
+                "tasks": tasks, "skipped": [{"run_dir": rel(i), "status": s} for i, s in ended]}
+    path = path or sweep_dir / JOBS / f"sweep-{ident}.json"
     write_json(path, manifest)
     return path
+
+
+def queued_runs(sweep_dir: Path) -> set[str]:
+    """Run directories (relative) of earlier submissions into this sweep whose task SLURM still has queued or
+    running: submitting the same sweep again must not start them twice."""
+    from ssl_zoo.commands.status import squeue
+
+    manifests = [m for m in read_manifests(sweep_dir) if m.get("launcher") == "slurm"]
+    queue = squeue() if manifests else None
+    if not queue:
+        return set()
+    return {t["run_dir"] for m in manifests for t in m["tasks"] if t.get("job_id") in queue}
 
 
 def read_manifests(sweep_dir: Path) -> list[dict]:
@@ -224,10 +240,14 @@ def executor(launcher: DictConfig, folder: Path) -> submitit.SlurmExecutor:
 
 
 def submit_slurm(configs: list[DictConfig], overrides: list[list[str]]) -> tuple[str, Path, list[tuple[int, str]]]:
-    """Submits the runs still to do as one array job. Returns (job id, sweep dir, ended runs skipped)."""
+    """Submits the runs still to do as one array job. Returns (job id, sweep dir, runs skipped: ended or still
+    queued). Everything that can fail here (checks, folders, the manifest) is done before sbatch is called."""
     launcher = same_launcher(configs)
     _check_slurm(launcher)
     sweep_dir, todo, ended = plan(configs)
+    queued = queued_runs(sweep_dir)
+    ended += [(i, "queued") for i in todo if str(run_dir_for(configs[i]).relative_to(sweep_dir)) in queued]
+    todo = [i for i in todo if (i, "queued") not in ended]
     if not todo:
         return "", sweep_dir, ended
     folder = sweep_dir / JOBS
@@ -240,6 +260,9 @@ def submit_slurm(configs: list[DictConfig], overrides: list[list[str]]) -> tuple
         cfg = configs[i].copy()
         cfg.out_dir = str(sweep_dir)  # absolute: the task's working directory may differ
         tasks.append(TrainTask(OmegaConf.to_container(cfg, resolve=True)))
+    # the manifest first: a submitted array always has one (its job ids are filled in once sbatch answers)
+    manifest = write_manifest(sweep_dir, "slurm-" + time.strftime("%Y%m%d-%H%M%S"), "slurm", configs, todo,
+                              ended, overrides, [None] * len(todo))
     try:
         # clean_env: no SLURM_*/RANK variables of this shell leak into the tasks; sbatch's complaint (submitit
         # echoes it on stderr) becomes the one-line error below.
@@ -254,5 +277,5 @@ def submit_slurm(configs: list[DictConfig], overrides: list[list[str]]) -> tuple
         raise UserError(f"sbatch refused the job: {lines[0] if lines else type(err).__name__}") from err
     job_ids = [str(j.job_id) for j in jobs]
     array_id = job_ids[0].split("_")[0]
-    write_manifest(sweep_dir, array_id, "slurm", configs, todo, ended, overrides, job_ids)
+    write_manifest(sweep_dir, array_id, "slurm", configs, todo, ended, overrides, job_ids, path=manifest)
     return array_id, sweep_dir, ended

@@ -41,8 +41,11 @@ def train(cfg: DictConfig) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resuming:
             write_config(run_dir, cfg)
-    if trainer.restore() and main:
-        print(f"resuming {run_dir} at step {trainer.step}/{trainer.total_steps}", flush=True)
+    restored = trainer.restore()
+    if main:  # the run's first line: where it writes and whether it starts or continues
+        state = f"resuming at step {trainer.step}/{trainer.total_steps}" if restored else \
+            f"new run, {trainer.total_steps} steps"
+        print(f"run {run_dir}: {state}", flush=True)
     try:
         trainer.fit()
         if not main:

@@ -52,7 +52,11 @@ def run(args) -> int:
 
 
 def _skipped(ended: list[tuple[int, str]]) -> str:
-    return f" ({len(ended)} already ended: skipped)" if ended else ""
+    if not ended:
+        return ""
+    queued = sum(s == "queued" for _, s in ended)
+    parts = [f"{len(ended) - queued} already ended"] * (len(ended) > queued) + [f"{queued} still queued"] * bool(queued)
+    return f" ({', '.join(parts)}: skipped)"
 
 
 def submit(configs, jobs) -> int:
@@ -61,7 +65,7 @@ def submit(configs, jobs) -> int:
 
     job_id, sweep_dir, ended = launch.submit_slurm(configs, jobs)
     if not job_id:
-        print(f"nothing to submit: all {len(ended)} run(s) in {sweep_dir} already ended")
+        print(f"nothing to submit: all {len(ended)} run(s) in {sweep_dir} already ended or queued")
         return 0
     n = len(configs) - len(ended)
     print(f"submitted SLURM job {job_id}: {n} task(s){_skipped(ended)}")
