@@ -17,13 +17,33 @@ COMMANDS = ["train", "show", "status", "eval", "compare", "report", "export"]
 
 
 class _Parser(argparse.ArgumentParser):
+    argv: list[str] = []  # the command line being parsed (for the value after an unknown flag)
+
     def error(self, message: str):  # argparse's usage + message would be several lines
+        flags = [t for t in message.removeprefix("unrecognized arguments: ").split() if t.startswith("--")]
+        if message.startswith("unrecognized arguments:") and flags:  # `--epochs 3`: a key typed as a flag
+            from ssl_zoo.config import flag_hint
+
+            after = self.argv[self.argv.index(flags[0]) + 1:] if flags[0] in self.argv else []
+            message = flag_hint(flags[0], after[0] if after and not after[0].startswith("-") else None)
         print(f"ssl-zoo: error: {message} (see ssl-zoo --help)", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ssl_zoo import __version__
+
+    try:
+        return version("ssl-zoo")
+    except PackageNotFoundError:  # imported from a source tree that was never installed
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ssl-zoo", description="Comparative self-supervised learning.")
+    parser.add_argument("--version", action="version", version=f"ssl-zoo {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name in COMMANDS:
         importlib.import_module(f"ssl_zoo.commands.{name}").register(sub)
@@ -31,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _Parser.argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     from ssl_zoo.trainer import Diverged, Preempted
 

@@ -59,16 +59,40 @@ def _all_keys(node, prefix: str = "") -> list[str]:
     return out
 
 
-def unknown_key(key: str) -> str:
-    """The one-line error for a key the config lacks, with the closest existing keys."""
+def closest_keys(key: str) -> list[str]:
+    """Existing config keys close to a misspelt one: whole dotted keys first (trainer.epoch -> trainer.epochs),
+    then on the last part alone (epochs -> trainer.epochs)."""
     known = _all_keys(_shipped_defaults(()))
-    # also match on the last part alone (trainer.epoch -> trainer.epochs, epochs -> trainer.epochs)
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.75)
     if not close:
-        close = [k for k in known if k.rsplit(".", 1)[-1] in
-                 difflib.get_close_matches(key.rsplit(".", 1)[-1], [k.rsplit(".", 1)[-1] for k in known], cutoff=0.8)]
-    hint = f"did you mean {' or '.join(close[:3])}?" if close else "`ssl-zoo show` prints every key"
+        last = difflib.get_close_matches(key.rsplit(".", 1)[-1], [k.rsplit(".", 1)[-1] for k in known], cutoff=0.8)
+        close = [k for k in known if k.rsplit(".", 1)[-1] in last]
+    return close[:3]
+
+
+def unknown_key(key: str) -> str:
+    """The one-line error for a key the config lacks, with the closest existing keys."""
+    close = closest_keys(key)
+    hint = f"did you mean {' or '.join(close)}?" if close else "`ssl-zoo show` prints every key"
     return f"unknown config key '{key}'; {hint}"
+
+
+def flag_hint(flag: str, value: str | None) -> str:
+    """`--epochs 3` typed as a flag: config keys are key=value overrides."""
+    name, eq, inline = flag.lstrip("-").partition("=")
+    value = inline if eq else value
+    close = closest_keys(name.replace("-", "_"))
+    if close:
+        return f"{flag} is not an option; config keys are set as key=value: did you mean {close[0]}={value or '...'}?"
+    return f"{flag} is not an option; config keys are set as key=value (`ssl-zoo show` prints every key)"
+
+
+def groups_help() -> str:
+    """Every config group with its choices (`ssl-zoo train --help`)."""
+    lines = ["config groups (group=choice):"]
+    lines += [f"  {g:<10} {', '.join(choices(g))}" for g in GROUPS]
+    lines.append("keys: key=value, e.g. trainer.epochs=5 seed=1 out_dir=runs/x (`ssl-zoo show` prints every key)")
+    return "\n".join(lines)
 
 
 def _check_groups(overrides: list[str]) -> None:

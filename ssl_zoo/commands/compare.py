@@ -39,7 +39,12 @@ def compare(paths: list[str], out: str | None = None) -> tuple[str, list[Path]]:
 
 
 def run(args) -> int:
-    text, written = compare(args.dirs, args.out)
+    from ssl_zoo.commands.folders import split_folders
+
+    dirs, rest = split_folders(args.dirs)
+    if rest or not dirs:
+        raise UserError(f"ssl-zoo compare takes folders (paths or run_dir=<path>), not '{(rest or [''])[0]}'")
+    text, written = compare(dirs, args.out)
     print(text)
     print("wrote " + ", ".join(str(p) for p in written), flush=True)
     return 0
@@ -47,6 +52,7 @@ def run(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("compare", help="table (CSV, markdown) and plots of every run below the given directories")
-    p.add_argument("dirs", nargs="+", help="run directories or folders holding them (searched recursively)")
+    p.add_argument("dirs", nargs="+", help="run directories or folders holding them (searched recursively); "
+                   "run_dir=<path> works too")
     p.add_argument("--out", default=None, help="where the table and plots go (default: the first directory)")
     p.set_defaults(func=run)

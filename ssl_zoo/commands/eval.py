@@ -1,10 +1,9 @@
-"""`ssl-zoo eval run_dir=<path> [eval.<key>=<value> ...]`: offline probes of a run's newest checkpoint."""
+"""`ssl-zoo eval <run dir> [eval.<key>=<value> ...]` (or run_dir=<path>): offline probes of a run's newest
+checkpoint."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from ssl_zoo.errors import UserError
 
 
 def _row(name: str, r: dict) -> str:
@@ -35,7 +34,7 @@ def format_results(run_dir: Path, r: dict) -> str:
                      f"{r.get('epochs')}, step {r.get('evaluated_step')}/{r.get('total_steps')}); "
                      "`ssl-zoo train` with the same config resumes it")
     if "knn_top1" not in r:
-        lines.append("  no probe results (eval.enabled=false); run `ssl-zoo eval run_dir=...`")
+        lines.append("  no probe results (eval.enabled=false); run `ssl-zoo eval <run dir>`")
         return "\n".join(lines)
     lines.append(f"{'offline probes':<24}{'kNN top-1':>10}{'linear top-1':>14}{'linear top-5':>14}{'dim':>7}")
     lines.append(_row("trained", r))
@@ -63,18 +62,17 @@ def format_results(run_dir: Path, r: dict) -> str:
 
 
 def run(args) -> int:
+    from ssl_zoo.commands.folders import one_folder
     from ssl_zoo.run_eval import evaluate_run_dir
 
-    paths = [a.split("=", 1)[1] for a in args.overrides if a.startswith("run_dir=")]
-    if len(paths) != 1 or not paths[0]:
-        raise UserError("ssl-zoo eval needs exactly one run_dir=<path>")
-    run_dir = Path(paths[0]).expanduser()
-    results = evaluate_run_dir(run_dir, [a for a in args.overrides if not a.startswith("run_dir=")])
+    path, overrides = one_folder(args.overrides, "eval", "run directory")
+    run_dir = Path(path).expanduser()
+    results = evaluate_run_dir(run_dir, overrides)
     print(format_results(run_dir, results), flush=True)
     return 0
 
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="kNN and linear probes of a run's newest checkpoint (written to results.json)")
-    p.add_argument("overrides", nargs="*", help="run_dir=<path>, optionally eval.<key>=<value> and device=<value>")
+    p.add_argument("overrides", nargs="*", help="the run directory (or run_dir=<path>), optionally eval.<key>=<value> and device=<value>")
     p.set_defaults(func=run)

@@ -20,7 +20,9 @@ def report(sweep_dir: str | Path, out: str | Path | None = None) -> tuple[Path, 
 
 
 def run(args) -> int:
-    md, html = report(args.sweep_dir, args.out)
+    from ssl_zoo.commands.folders import one_folder
+
+    md, html = report(one_folder([args.sweep_dir], "report", "sweep directory")[0], args.out)
     text = md.read_text()
     print(text.split("## Results", 1)[0].rstrip())  # the summary and the paper-vs-here verdicts; the rest in the files
     print(f"\nreport: {html}\nmarkdown: {md} (results table and plots)", flush=True)
@@ -29,6 +31,7 @@ def run(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("report", help="collapse report of a sweep: HTML + markdown, results table and plots")
-    p.add_argument("sweep_dir", help="the sweep's out_dir (run directories are searched below it)")
+    p.add_argument("sweep_dir", help="the sweep's out_dir (run directories are searched below it); "
+                   "sweep_dir=<path> works too")
     p.add_argument("--out", default=None, help="where to write (default: <sweep_dir>/report)")
     p.set_defaults(func=run)

@@ -1,8 +1,11 @@
-"""`ssl-zoo status <sweep dir>`: each run of a sweep with its state and progress.
+"""`ssl-zoo status <folder>`: each run below a folder (the runs of its sweeps, and single runs) with its state and
+progress.
 
 States: pending (queued, or requeued after a preemption), running, finished, diverged (NaN loss), failed (an
 error: the note says which), stopped (no longer queued and never ended: cancelled or killed; submitting the same
-sweep again resumes it), unknown (SLURM's queue cannot be read from here). Progress is epoch x/y from metrics.csv.
+sweep again resumes it), unknown (SLURM's queue cannot be read from here), unfinished (a single run, not part of a
+sweep, without results.json: running now, or stopped; the same command resumes it). Progress is epoch x/y from
+metrics.csv.
 """
 
 from __future__ import annotations
@@ -85,9 +88,6 @@ def task_states(sweep_dir: Path) -> list[dict]:
     from ssl_zoo.rundir import read_results
 
     manifests = read_manifests(sweep_dir)
-    if not manifests:
-        raise UserError(f"{sweep_dir} holds no sweep (no {JOBS}/sweep-*.json); "
-                        "it is the out_dir of `ssl-zoo train -m ...`")
     queue = squeue() if any(m["launcher"] == "slurm" for m in manifests) else {}
     rows: dict[str, dict] = {}
     for m in manifests:
@@ -131,7 +131,37 @@ def task_states(sweep_dir: Path) -> list[dict]:
         results = read_results(sweep_dir / run_dir) or {}
         row["knn_top1"], row["linear_top1"] = results.get("knn_top1"), results.get("linear_top1")
         out.append(row)
+    return out + single_runs(sweep_dir, set(rows))
+
+
+def single_runs(folder: Path, listed: set[str]) -> list[dict]:
+    """Runs below the folder (or the folder itself) that no sweep manifest lists: `ssl-zoo train` runs."""
+    from ssl_zoo.analysis.results import find_run_dirs
+    from ssl_zoo.rundir import read_results
+
+    out = []
+    for run_dir in find_run_dirs([folder]):
+        rel = str(run_dir.relative_to(folder)) if run_dir != folder else "."
+        if rel in listed:
+            continue
+        results = read_results(run_dir) or {}
+        epoch, loss = _progress(run_dir)
+        state = results.get("status") or "unfinished"
+        note = results.get("error", "") if state in ("failed", "diverged") else (
+            "no results.json: running, or stopped (the same command resumes it)" if state == "unfinished" else "")
+        out.append({"sweep": None, "job_id": None, "run_dir": rel, "epoch": epoch, "epochs": _epochs(run_dir),
+                    "loss": loss, "note": note, "state": state, "knn_top1": results.get("knn_top1"),
+                    "linear_top1": results.get("linear_top1")})
     return out
+
+
+def _epochs(run_dir: Path) -> int | None:
+    from omegaconf import OmegaConf
+
+    try:
+        return int(OmegaConf.select(OmegaConf.load(run_dir / "config.yaml"), "trainer.epochs"))
+    except Exception:  # an unreadable config: progress shows x/?
+        return None
 
 
 def _fmt(v, spec: str) -> str:
@@ -141,10 +171,16 @@ def _fmt(v, spec: str) -> str:
 def run(args) -> int:
     from tabulate import tabulate
 
-    sweep_dir = Path(args.sweep_dir).expanduser().resolve()
+    from ssl_zoo.commands.folders import one_folder
+    from ssl_zoo.config import absolute
+
+    path = one_folder([args.sweep_dir], "status", "sweep or run directory")[0]
+    sweep_dir = absolute(path)
     if not sweep_dir.is_dir():
-        raise UserError(f"{args.sweep_dir} is not a directory")
+        raise UserError(f"{path} is not a directory")
     tasks = task_states(sweep_dir)
+    if not tasks:
+        raise UserError(f"{sweep_dir} holds no runs (no sweep manifest in jobs/, no run directory below it)")
     if args.json:
         print(json.dumps(tasks, indent=1))
         return 0
@@ -160,7 +196,8 @@ def run(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("status", help="state and progress (epoch x/y) of every run of a sweep")
-    p.add_argument("sweep_dir", help="the sweep's out_dir (printed by `ssl-zoo train -m ...`)")
+    p = sub.add_parser("status", help="state and progress (epoch x/y) of every run below a folder")
+    p.add_argument("sweep_dir", help="a sweep's out_dir (printed by `ssl-zoo train -m ...`), a folder of runs or "
+                   "one run directory (sweep_dir=<path> works too)")
     p.add_argument("--json", action="store_true", help="print the tasks as JSON")
     p.set_defaults(func=run)

@@ -75,7 +75,12 @@ def submit(configs, jobs) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="pretrain (and evaluate) one run, or a sweep with -m")
+    import argparse
+
+    from ssl_zoo.config import groups_help
+
+    p = sub.add_parser("train", help="pretrain (and evaluate) one run, or a sweep with -m", epilog=groups_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-m", "--multirun", action="store_true",
                    help="sweep over comma-separated values (launcher=slurm: one array job)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. method=simsiam trainer.epochs=50")
