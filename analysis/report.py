@@ -43,6 +43,14 @@ PAPER: dict[tuple[str, str], tuple[str, bool | None]] = {
     ("dino", "center_momentum_0999"): ("collapses", True),
     ("mocov2", "none"): ("learns", False),
     ("mocov2", "tau_zero"): ("m = 0 fails to train (loss oscillates); no collapse verdict", None),
+    ("vicreg", "none"): ("learns (ImageNet 73.2%)", False),
+    ("vicreg", "no_variance"): ("collapses without the variance term (Table 4)", True),
+    ("vicreg", "no_covariance"): ("learns, worse (Table 4): correlated dimensions, no complete collapse", False),
+    ("swav", "none"): ("learns (ImageNet 75.3% with multi-crop)", False),
+    ("swav", "no_sinkhorn"): ("collapses: without equipartition every image takes one prototype", True),
+    ("swav", "no_queue"): ("learns; the queue matters only when the batch is small for the prototypes", False),
+    ("barlow", "none"): ("learns (ImageNet 73.2%)", False),
+    ("barlow", "no_redundancy"): ("learns, worse: 57.3% vs 71.4% with the invariance term only (Table 3)", False),
 }
 
 FINAL = ["z_std", "z_std_ref", "effective_rank", "backbone_z_std", "backbone_z_std_ref", "backbone_effective_rank",

@@ -31,10 +31,14 @@ MUST_APPLY = {"no_predictor": {"byol", "simsiam"}, "predictor_fixed_random": {"b
               "no_bn_heads": {"byol", "simsiam"}, "bn_predictor_output": {"byol", "simsiam"},
               "no_stopgrad": {"simsiam"}, "tau_zero": {"byol", "mocov2", "dino"}, "tau_one": {"byol"},
               "tau_constant": {"byol"}, "no_centering": {"dino"}, "no_sharpening": {"dino"},
-              "center_momentum_0999": {"dino"}}
+              "center_momentum_0999": {"dino"}, "no_variance": {"vicreg"}, "no_covariance": {"vicreg"},
+              "no_redundancy": {"barlow"}, "no_sinkhorn": {"swav"}, "no_queue": {"swav"},
+              "no_bn_projector": {"barlow", "vicreg"}}
 MUST_NOT_APPLY = {"no_predictor": {"dino", "mocov2", "simclr", "barlow"}, "no_stopgrad": {"byol", "dino", "mocov2"},
                   "no_centering": {"byol", "simsiam", "mocov2"}, "no_sharpening": {"byol", "simsiam"},
-                  "tau_zero": {"simsiam", "simclr", "barlow"}, "bn_predictor_output": {"dino", "mocov2"}}
+                  "tau_zero": {"simsiam", "simclr", "barlow"}, "bn_predictor_output": {"dino", "mocov2"},
+                  "no_variance": {"barlow", "byol"}, "no_redundancy": {"vicreg", "simclr"},
+                  "no_queue": {"mocov2"}, "no_sinkhorn": {"dino"}}
 
 TINY = ["data=digits", "encoder=small_cnn", "encoder.width=4", "progress_bar=false"]
 SMALL_HEADS = {"byol": ["method.projector.hidden_dim=32", "method.predictor.hidden_dim=32"],
@@ -193,7 +197,9 @@ def test_collapse_study_expands_into_its_grid():
                                    "bn_predictor_output")),
         *(("byol", a) for a in ("none", "no_predictor", "tau_zero", "tau_one", "tau_constant", "no_bn_heads")),
         ("dino", "none"), ("dino", "no_centering"), ("dino", "no_sharpening"), ("mocov2", "none"),
-        ("mocov2", "tau_zero")}
+        ("mocov2", "tau_zero"), ("vicreg", "none"), ("vicreg", "no_variance"), ("vicreg", "no_covariance"),
+        ("swav", "none"), ("swav", "no_sinkhorn"), ("swav", "no_queue"), ("barlow", "none"),
+        ("barlow", "no_redundancy"), ("barlow", "no_bn_projector")}
     assert ("mocov2", "tau_zero", 0.0) in cells  # MoCo v2 with momentum 0
     # one cell picked by hand is the grid's cell: same config, same run directory
     one, expanded = expand_studies([["experiment=collapse_study", "method=byol", "ablation=tau_zero"]])

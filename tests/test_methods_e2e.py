@@ -22,6 +22,9 @@ TINY = {
              "views=multicrop", "views.crops.local.n=2"],
     "simclr": SMALL_PROJECTOR,
     "barlow": [*SMALL_PROJECTOR, "method.projector.layers=2"],
+    "vicreg": [*SMALL_PROJECTOR, "method.projector.layers=2"],
+    "swav": [*SMALL_PROJECTOR, "method.num_prototypes=64", "method.queue_length=256", "method.queue_start_epoch=0.5",
+             "views.crops.local.n=2"],
 }
 
 
