@@ -19,8 +19,10 @@ from ssl_zoo.config import NON_IDENTITY_KEYS, config_hash
 from ssl_zoo.errors import UserError
 
 SETTING = ["data", "encoder", "method", "ablation", "epochs"]  # with `variant`, what seeds are averaged over
+# eval.protocol=finetune: results.json "finetune" keys -> columns (all labels, then the semi-supervised subsets)
+FINETUNE = {"100%": "finetune_top1", "10%": "finetune_10pct_top1", "1%": "finetune_1pct_top1"}
 METRICS = ["knn_top1", "linear_top1", "linear_top5", "proj_knn_top1", "proj_linear_top1", "random_init_knn_top1",
-           "random_init_linear_top1", "online_probe_acc", "wall_s", "images_per_s", "eval_s"]
+           "random_init_linear_top1", "online_probe_acc", "wall_s", "images_per_s", "eval_s", *FINETUNE.values()]
 RUN_COLUMNS = [*SETTING, "seed", "variant", "status", "epochs_done", *METRICS, "collapsed", "note", "run_dir"]
 
 
@@ -101,6 +103,9 @@ def run_row(run_dir: Path) -> tuple[dict, dict]:
         for key in ("knn_top1", "linear_top1"):
             if part.get(key) is not None:
                 row[prefix + key] = part[key]
+    for key, column in FINETUNE.items():
+        if ((res.get("finetune") or {}).get(key) or {}).get("top1") is not None:
+            row[column] = res["finetune"][key]["top1"]
     if res.get("error"):
         row["note"] = str(res["error"])[:200]
     elif row["status"] == "unfinished":
@@ -174,6 +179,8 @@ def markdown_tables(runs: pd.DataFrame, summary: pd.DataFrame) -> str:
         "random-init linear": [_pm(m, s) for m, s in zip(summary["random_init_linear_top1_mean"],
                                                          summary["random_init_linear_top1_std"])],
         "online probe†": [_pm(m, s) for m, s in zip(summary["online_probe_acc_mean"], summary["online_probe_acc_std"])],
+        **{f"fine-tune {key}": [_pm(m, s) for m, s in zip(summary[f"{col}_mean"], summary[f"{col}_std"])]
+           for key, col in FINETUNE.items() if summary[f"{col}_mean"].notna().any()},  # eval.protocol=finetune
         "pretrain s": [_pm(m, s, 0) for m, s in zip(summary["wall_s_mean"], summary["wall_s_std"])],
         "images/s": [_pm(m, float("nan"), 0) for m in summary["images_per_s_mean"]],
         "status": summary["status"],
@@ -186,7 +193,7 @@ def markdown_tables(runs: pd.DataFrame, summary: pd.DataFrame) -> str:
     per_run = per_run.astype(object).where(per_run.notna(), None)  # blanks, not "nan", where a run has no number
     return ("## Summary over seeds\n\n"
             "Mean ± std over the finished runs of each setting (n = finished / all runs). kNN: weighted, cosine, "
-            "k = eval.knn_k (200; 20 on digits), T = eval.knn_t (0.1). Linear: offline L-BFGS logistic regression on frozen backbone features, weight decay "
+            "k = eval.knn_k (by default ~15% of a class's train images, at most 200: 20 on digits), T = eval.knn_t (0.1). Linear: offline L-BFGS logistic regression on frozen backbone features, weight decay "
             "chosen on a validation split of train. † online probe: linear classifier trained during pretraining "
             "on augmented train batches (last epoch) — not comparable to the offline linear probe.\n\n"
             + show.to_markdown(index=False) + "\n\n## Runs\n\n" + per_run.to_markdown(index=False, floatfmt=".2f", missingval="–")

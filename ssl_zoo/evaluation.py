@@ -17,7 +17,7 @@ from torch import nn
 
 from ssl_zoo.checkpoint import atomic_write_bytes
 from ssl_zoo.data import ImageData
-from ssl_zoo.probes import KNN_KS, KNN_TS, knn_key, knn_sweep, linear_probe
+from ssl_zoo.probes import KNN_KS, KNN_TS, auto_knn_k, knn_key, knn_sweep, linear_probe
 from ssl_zoo.views import plain_view
 
 CACHE_FORMAT = 1  # bump when the eval transform changes: old caches then never match
@@ -122,6 +122,12 @@ def probe_features(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.T
                        "n_sweep_fit": lin["n_sweep_fit"], "n_val": lin["n_val"], "n_train": lin["n_train"]}}
 
 
+def knn_k(cfg: DictConfig, n_train: int, num_classes: int) -> int:
+    """eval.knn_k when the user set it, else chosen from the training-set size (probes.auto_knn_k)."""
+    k = cfg.eval.get("knn_k")
+    return int(k) if k is not None else auto_knn_k(n_train, num_classes)
+
+
 def eval_split(data: ImageData, cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor]:
     n = cfg.eval.get("max_train")
     return (data.train_x, data.train_y) if n is None else (data.train_x[:int(n)], data.train_y[:int(n)])
@@ -172,7 +178,7 @@ def _evaluate_backbone(net: nn.Module, data: ImageData, cfg: DictConfig, device,
     mid = time.perf_counter()
     _, train_y = eval_split(data, cfg)
     out = probe_features(feats["train"], train_y, feats["test"], data.test_y, data.num_classes,
-                         int(cfg.eval.knn_k), float(cfg.eval.knn_t), device)
+                         knn_k(cfg, len(train_y), data.num_classes), float(cfg.eval.knn_t), device)
     out["time"] = {"features_s": round(mid - start, 2), "probes_s": round(time.perf_counter() - mid, 2),
                    "features_cached": cached}
     return out, feats
@@ -201,6 +207,6 @@ def evaluate_method(method: nn.Module, data: ImageData, cfg: DictConfig, device,
         method.train(was_training)
     if z["train"] is not None:
         out["projector"] = probe_features(z["train"], train_y, z["test"], data.test_y, data.num_classes,
-                                          int(cfg.eval.knn_k), float(cfg.eval.knn_t), device)
+                                          knn_k(cfg, len(train_y), data.num_classes), float(cfg.eval.knn_t), device)
         out["projector"]["time"] = {"probes_s": round(time.perf_counter() - start, 2)}
     return out

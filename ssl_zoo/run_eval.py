@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from ssl_zoo import monitors
@@ -17,6 +17,7 @@ from ssl_zoo.checkpoint import load_checkpoint, write_json
 from ssl_zoo.data import ImageData, load_data
 from ssl_zoo.errors import UserError
 from ssl_zoo.evaluation import FeatureCache, evaluate_backbone, evaluate_method
+from ssl_zoo.finetune import evaluate_finetune
 from ssl_zoo.rundir import read_results
 from ssl_zoo.trainer import build_method, pick_device, pretrain_size, run_length
 
@@ -36,6 +37,8 @@ def evaluate_trained(method: nn.Module, data: ImageData, cfg: DictConfig, device
         out["random_init"] = evaluate_backbone(initial, data, cfg, device, cache, "random_init")
     if cfg.eval.raw_pixels:
         out["raw_pixels"] = evaluate_backbone(nn.Flatten(), data, cfg, device, FeatureCache(None), "raw_pixels")
+    if cfg.eval.protocol == "finetune":
+        out["finetune"] = evaluate_finetune(method.backbone, method.feat_dim, data, cfg, device, run_dir)
     online = rows[-1].get("online_probe_acc") if rows else None
     if online is not None:
         out["online_probe_acc"] = round(float(online), 2)
@@ -50,11 +53,22 @@ def load_run_config(run_dir: Path) -> DictConfig:
         raise UserError(f"{run_dir} is not an ssl-zoo run directory (no config.yaml)")
     try:
         cfg = OmegaConf.load(path)
-        for key in ("method.name", "data.name", "encoder.name", "trainer.epochs", "eval.knn_k", "seed"):
+        for key in ("method.name", "data.name", "encoder.name", "trainer.epochs", "seed"):
             if OmegaConf.select(cfg, key) is None:
                 raise ValueError(f"no {key}")
     except Exception as err:
         raise UserError(f"{path} is not a readable ssl-zoo run config ({err})") from err
+    return _with_eval_defaults(cfg)
+
+
+def _with_eval_defaults(cfg: DictConfig) -> DictConfig:
+    """eval.* keys added to ssl-zoo after the run was made take their shipped defaults (eval settings are not
+    part of a run's identity), so `ssl-zoo eval eval.protocol=finetune` works on older runs too."""
+    from ssl_zoo.config import load_config
+
+    shipped = OmegaConf.to_container(load_config([]).eval)
+    own = OmegaConf.to_container(cfg.eval) if "eval" in cfg else {}
+    cfg.eval = OmegaConf.merge(shipped, own)
     return cfg
 
 
@@ -68,6 +82,8 @@ def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
         if old == "<missing>":
             raise UserError(f"unknown config key '{key}'")
         new = yaml.safe_load(value)
+        if isinstance(old, ListConfig):
+            old = list(old)
         if old is not None and new is not None and not isinstance(new, type(old)) and not (
                 isinstance(old, float) and isinstance(new, int)):
             raise UserError(f"{key} must be {type(old).__name__}, got {value!r}")

@@ -50,15 +50,28 @@ class TrainerSchema:
 
 
 @dataclass
+class FinetuneSchema:
+    label_fractions: list[float] = rule(gt=0, le=1)
+    subset_seed: int = rule(ge=0)
+    epochs: int = rule(ge=0)
+    min_steps: int = rule(gt=0)
+    batch_size: int = rule(gt=0)
+    lr: float = rule(gt=0)
+    weight_decay: float = rule(ge=0)
+
+
+@dataclass
 class EvalSchema:
     enabled: bool = rule()
-    knn_k: int = rule(gt=0)
+    knn_k: int | None = rule(gt=0)
     knn_t: float = rule(gt=0)
     online_probe: bool = rule()
     random_init: bool = rule()
     raw_pixels: bool = rule()
     batch_size: int = rule(gt=0)
     max_train: int | None = rule(gt=0)
+    protocol: Literal["probes", "finetune"] = rule()
+    finetune: FinetuneSchema = rule()
 
 
 @dataclass

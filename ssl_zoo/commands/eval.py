@@ -45,6 +45,9 @@ def format_results(run_dir: Path, r: dict) -> str:
             lines.append(_row(name, r[name]))
     if "online_probe_acc" in r:
         lines.append(f"online probe top-1 (last epoch): {r['online_probe_acc']:.2f}   [{ONLINE_PROBE_NOTE}]")
+    for key, ft in (r.get("finetune") or {}).items():  # eval.protocol=finetune (ssl_zoo/finetune.py)
+        score = "diverged" if ft.get("top1") is None else f"top-1 {ft['top1']:.2f}, top-5 {ft['top5']:.2f}"
+        lines.append(f"fine-tuned on {key} of the labels ({ft['n_labels']} images, {ft.get('steps')} steps): {score}")
     lin = r.get("linear", {})
     if lin:
         lines.append(f"linear probe: L-BFGS logistic regression on standardised features; weight decay {lin['wd']:g} "
