@@ -12,7 +12,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from ssl_zoo import monitors
+from ssl_zoo import monitors, schema
 from ssl_zoo.checkpoint import load_checkpoint, write_json
 from ssl_zoo.data import ImageData, load_data
 from ssl_zoo.errors import UserError
@@ -88,6 +88,7 @@ def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
                 isinstance(old, float) and isinstance(new, int)):
             raise UserError(f"{key} must be {type(old).__name__}, got {value!r}")
         OmegaConf.update(cfg, key, new)
+    schema.check(cfg.eval, schema.EvalSchema, "eval.")  # types and ranges (eval.knn_k=null accepts any type above)
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise UserError(f"device={cfg.device} is not one of auto, cpu, cuda")
     return cfg
