@@ -3,7 +3,8 @@
 Head: MLP -> l2-normalised bottleneck -> weight-normalised linear layer with out_dim outputs (norm fixed to 1).
 Loss: for every teacher crop t (the 2 global crops) and student crop s (all crops) with t != s,
 cross-entropy of softmax((g_t - c) / T_t) against log_softmax(g_s / T_s), averaged over the pairs; the
-teacher temperature T_t warms up linearly from warmup_teacher_temp over warmup_teacher_temp_epochs.
+teacher temperature T_t follows DINO's per-epoch schedule: linspace(warmup_teacher_temp, teacher_temp,
+warmup_teacher_temp_epochs) indexed by the epoch, then teacher_temp.
 Target rule: teacher = EMA of student (tau_base -> 1, cosine); centre c <- m c + (1 - m) mean(teacher
 outputs), all-reduced over ranks. `centering: false` keeps c = 0; teacher_temp = warmup_teacher_temp =
 student_temp removes sharpening. Optimisation: DINO's per-parameter gradient clipping (`clip_grad`, 0 = off)
@@ -12,6 +13,9 @@ and the last layer's gradients dropped during the first `freeze_last_layer` epoc
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,9 +37,14 @@ def dino_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], center: 
 
 
 def teacher_temp_at(progress: float, epochs: int, warmup_temp: float, temp: float, warmup_epochs: float) -> float:
-    """Linear warm-up warmup_temp -> temp over the first warmup_epochs, then temp."""
-    epoch = progress * epochs
-    return temp if epoch >= warmup_epochs else warmup_temp + (temp - warmup_temp) * epoch / warmup_epochs
+    """DINO's schedule: np.linspace(warmup_temp, temp, warmup_epochs) indexed by the integer epoch, then temp.
+    Constant within an epoch; the last warm-up epoch (warmup_epochs - 1) already uses temp. A fractional
+    warmup_epochs counts as the next whole number of epochs (DINO's is an int)."""
+    epoch = math.floor(progress * epochs + 1e-9)  # the epoch this step belongs to (float-safe at boundaries)
+    warmup = math.ceil(warmup_epochs)
+    if epoch >= warmup:
+        return temp
+    return float(np.linspace(warmup_temp, temp, warmup)[epoch])
 
 
 class NormedLinear(nn.Module):
@@ -53,6 +62,11 @@ class DINOHead(nn.Module):
     def __init__(self, in_dim: int, cfg):
         super().__init__()
         self.mlp = mlp(in_dim, cfg)  # out_dim of this MLP is the bottleneck
+        for m in self.mlp.modules():  # DINO's init: truncated normal (std 0.02), zero bias
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
         self.last_layer = NormedLinear(int(cfg.out_dim), int(cfg.num_prototypes))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:

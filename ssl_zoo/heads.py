@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from torch import nn
 
+ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU}
+
 
 def mlp(in_dim: int, cfg) -> nn.Sequential:
-    """Linear layers with BN+ReLU between them. Keys: layers, hidden_dim, out_dim, bn_hidden, bn_out,
-    affine (BN affine parameters), bias (linear bias; dropped anyway where a BN follows)."""
+    """Linear layers with BN + activation between them. Keys: layers, hidden_dim, out_dim, bn_hidden, bn_out,
+    affine (BN affine parameters), bias (linear bias; dropped anyway where a BN follows), and optionally
+    activation (relu, the default; gelu: DINO's head)."""
     layers = int(cfg.layers)
     if layers < 1:
         raise ValueError("an MLP head needs layers >= 1")
+    act = str(cfg.get("activation", "relu"))
+    if act not in ACTIVATIONS:
+        raise ValueError(f"activation={act!r}; use one of {', '.join(ACTIVATIONS)}")
     dims = [in_dim] + [int(cfg.hidden_dim)] * (layers - 1) + [int(cfg.out_dim)]
     modules: list[nn.Module] = []
     for i in range(layers):
@@ -20,5 +26,5 @@ def mlp(in_dim: int, cfg) -> nn.Sequential:
         if bn:
             modules.append(nn.BatchNorm1d(dims[i + 1], affine=bool(cfg.affine)))
         if not last:
-            modules.append(nn.ReLU(inplace=True))
+            modules.append(ACTIVATIONS[act]())
     return nn.Sequential(*modules)

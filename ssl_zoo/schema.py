@@ -122,6 +122,7 @@ class HeadSchema:
     bn_out: bool = rule()
     affine: bool = rule()
     bias: bool = rule()
+    activation: Literal["relu", "gelu"] = field(default="relu", metadata={})  # between layers; DINO: gelu
 
 
 @dataclass

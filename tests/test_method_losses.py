@@ -174,8 +174,11 @@ def test_dino_loss_hand_case():
 
 
 def test_teacher_temperature_warms_up_linearly():
+    # DINO's np.linspace(0.04, 0.07, 30)[epoch]: the final value at epoch 29, constant within an epoch
     assert teacher_temp_at(0.0, 100, 0.04, 0.07, 30) == pytest.approx(0.04)
-    assert teacher_temp_at(0.15, 100, 0.04, 0.07, 30) == pytest.approx(0.055)
+    assert teacher_temp_at(0.15, 100, 0.04, 0.07, 30) == pytest.approx(0.04 + 0.03 * 15 / 29)
+    assert teacher_temp_at(0.155, 100, 0.04, 0.07, 30) == teacher_temp_at(0.15, 100, 0.04, 0.07, 30)
+    assert teacher_temp_at(0.29, 100, 0.04, 0.07, 30) == pytest.approx(0.07)
     assert teacher_temp_at(0.3, 100, 0.04, 0.07, 30) == pytest.approx(0.07)
     assert teacher_temp_at(0.9, 100, 0.04, 0.07, 30) == pytest.approx(0.07)
     assert teacher_temp_at(0.5, 2, 0.04, 0.07, 0) == pytest.approx(0.07)  # no warm-up
@@ -207,7 +210,7 @@ def test_dino_centre_is_an_ema_of_the_teacher_mean():
         assert torch.allclose(m.center, center, atol=1e-6)
     logs = out.logs
     assert set(logs) >= {"teacher_entropy", "kl_teacher_student", "teacher_temp", "tau"}
-    assert float(logs["teacher_temp"]) == pytest.approx(0.04 + 0.03 * (0.2 * 4) / 2)
+    assert float(logs["teacher_temp"]) == pytest.approx(0.04)  # epoch 0 of linspace(0.04, 0.07, 2)
     assert float(logs["kl_teacher_student"]) >= -1e-6 and 0 <= float(logs["teacher_entropy"]) <= math.log(5)
 
 
