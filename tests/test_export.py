@@ -9,7 +9,6 @@ import pytest
 import timm
 import torch
 import torchvision
-from omegaconf import open_dict
 from safetensors.torch import load_file
 from torch import nn
 
@@ -27,11 +26,9 @@ pytestmark = pytest.mark.slow
 
 def _tiny_run(tmp_path, *extra: str):
     """Two BYOL steps on 64 digits, no probes: enough for the online and target weights to differ."""
-    cfg = load_config(tiny_overrides(tmp_path / "runs", "trainer.epochs=1", "trainer.batch_size=32",
-                                     "monitor.num_images=32", "eval.enabled=false", *extra))
-    with open_dict(cfg.data):
-        cfg.data.train_subset = 64
-    return train(cfg)
+    return train(load_config(tiny_overrides(tmp_path / "runs", "trainer.epochs=1", "trainer.batch_size=32",
+                                            "data.train_subset=64", "monitor.num_images=32", "eval.enabled=false",
+                                            *extra)))
 
 
 def _features(net: nn.Module, run_dir) -> torch.Tensor:
