@@ -119,6 +119,11 @@ def plot_spectra(spectra: pd.DataFrame, path: Path) -> bool:
             ax.grid(alpha=0.3, which="both")
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7, title=None, loc="best")
+            cuts = sorted({int(n) for n in sub.get("cut_at", pd.Series(dtype=float)).dropna()})
+            if cuts:  # see analysis.report.sample_limited
+                ax.text(0.02, 0.02, f"cut at k = n-1: only n = {'/'.join(map(str, cuts))} held-out images\n"
+                        "(beyond it the covariance is 0: sample size, not collapse)", transform=ax.transAxes,
+                        fontsize=7, color="0.3", va="bottom")
     fig.suptitle("final spectrum of the embedding covariance (a steep drop = dimensional collapse)", fontsize=12)
     _save(fig, path)
     return True
@@ -146,7 +151,7 @@ def plot_heatmap(runs: pd.DataFrame, path: Path, value: str = "linear_top1") -> 
     fig = Figure(figsize=(1.35 * len(cols) + 2.5, 0.85 * len(acc) + 1.8), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     sns.heatmap(delta, annot=annot, fmt="", cmap="RdBu", center=0, vmin=-lim, vmax=lim, linewidths=0.5,
-                linecolor="white", cbar_kws={"label": "linear top-1 minus the method's `none` (points)"},
+                linecolor="white", cbar_kws={"label": "change from ablation none (points)", "shrink": 0.9},
                 annot_kws={"fontsize": 8}, ax=ax)
     for y, i in enumerate(acc.index):
         for x, j in enumerate(acc.columns):

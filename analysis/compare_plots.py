@@ -46,9 +46,18 @@ def _save(fig: Figure, path: Path) -> None:
 def _grid(n: int, width: float, height: float) -> tuple[Figure, list]:
     cols = min(n, 2)
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(width * cols, height * rows))
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")  # titles clear of the row above
     axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
     return fig, axes
+
+
+def epochs_text(epochs) -> str:
+    return f"{int(epochs)} epoch{'s' if int(epochs) != 1 else ''}"
+
+
+def spread_text(seeds: int) -> str:
+    """What the error bars show: nothing to average over with one seed."""
+    return "one seed, no error bar" if seeds < 2 else f"mean ± std over {seeds} seeds"
 
 
 def plot_probe_accuracy(runs: pd.DataFrame, path: Path) -> bool:
@@ -69,7 +78,7 @@ def plot_probe_accuracy(runs: pd.DataFrame, path: Path) -> bool:
         ax.set_xticks(range(len(order)), [f"{lbl}\n(n={n.get(lbl, 0)})" for lbl in order])
         ax.set_xlabel("")
         ax.set_ylabel("top-1 accuracy on test (%)")
-        ax.set_title(f"{data}, {encoder}, {int(epochs)} epochs: mean ± std over seeds")
+        ax.set_title(f"{data}, {encoder}, {epochs_text(epochs)}: {spread_text(int(n.max()) if len(n) else 0)}")
         ax.grid(axis="y", alpha=0.3)
         ax.legend(title=None, loc="best", fontsize=8)
     _save(fig, path)
@@ -90,7 +99,8 @@ def plot_accuracy_vs_epochs(runs: pd.DataFrame, path: Path) -> bool:
         ax.set_xlabel("pretraining epochs")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("top-1 accuracy on test (%)")
-        ax.set_title(f"{data}, {encoder}: accuracy vs pretraining length (mean ± std over seeds)")
+        seeds = int(sub.groupby(["label", "epochs", "probe"])["seed"].nunique().max())
+        ax.set_title(f"{data}, {encoder}: accuracy vs pretraining length ({spread_text(seeds)})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     _save(fig, path)
@@ -108,7 +118,7 @@ def plot_online_probe(metrics: pd.DataFrame, path: Path) -> bool:
     panels = list(metrics.groupby(["data", "encoder"], sort=True))
     fig, axes = _grid(len(panels), 6.5, 4.5)
     for ax, ((data, encoder), sub) in zip(axes, panels):
-        sub = sub.assign(length=sub["epochs"].map(lambda e: f"{int(e)}-epoch runs"))
+        sub = sub.assign(length=sub["epochs"].map(lambda e: f"{epochs_text(e)} runs"))
         style = "length" if sub["length"].nunique() > 1 else None
         sns.lineplot(data=sub, x="epoch", y="online_probe_acc", hue="label", style=style, marker="o",
                      errorbar="sd", ax=ax)

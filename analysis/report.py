@@ -86,22 +86,53 @@ def load_study(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
     extra = pd.DataFrame([{k: _results(d).get(k) for k in FINAL} for d in runs["run_dir"]], index=runs.index)
     runs = pd.concat([runs, extra], axis=1)
     runs["num_outputs"] = [_num_outputs(d) for d in runs["run_dir"]]
-    frames, spectra = [], []
+    frames, spectra, images = [], [], []
     for run in runs.itertuples():
         m = read_metrics(Path(run.run_dir))
         if m is not None:
             frames.append(m.assign(method=run.method, ablation=run.ablation, seed=run.seed, run_dir=run.run_dir))
+        n = _results(run.run_dir).get("monitor_images")
         for prefix, name in (("", "spectrum.npy"), ("backbone_", "spectrum_backbone.npy")):
             path = Path(run.run_dir) / name
             if not path.exists():
                 continue
-            ev = np.clip(np.load(path), 0, None)
+            ev, cut = sample_limited(np.load(path), _dim(m, prefix))
+            n = n or cut
+            ev = np.clip(ev, 0, None)
             ev = ev / max(ev.sum(), 1e-30)
             spectra.append(pd.DataFrame({"k": np.arange(1, len(ev) + 1), "eigenvalue": np.maximum(ev, 1e-12),
                                          "method": run.method, "ablation": run.ablation, "seed": run.seed,
-                                         "embedding": collapse_plots.EMBEDDINGS[prefix]}))
+                                         "embedding": collapse_plots.EMBEDDINGS[prefix], "cut_at": cut}))
+        images.append(n or _config_value(run.run_dir, "monitor.num_images"))
+    runs["monitor_images"] = images
     metrics = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return runs, metrics, (pd.concat(spectra, ignore_index=True) if spectra else pd.DataFrame())
+
+
+def sample_limited(ev: np.ndarray, dim: int | None) -> tuple[np.ndarray, int | None]:
+    """(the spectrum without its sample-size artefact, the number of monitor images when it had one).
+
+    The spectrum has min(n, d) values for n monitor images and d dimensions. With n < d (digits: 450 test images,
+    a 2048-d backbone) the centred covariance has rank n - 1 at most: its last value is 0 whatever the model did,
+    a drop that is not a collapse. Such spectra end at k = n - 1."""
+    if dim is None or len(ev) >= dim or len(ev) < 2:
+        return ev, None
+    return ev[: len(ev) - 1], len(ev)
+
+
+def _dim(metrics: pd.DataFrame | None, prefix: str) -> int | None:
+    """The embedding dimension d, from the logged healthy z_std 1/sqrt(d)."""
+    column = f"{prefix}z_std_ref"
+    if metrics is None or column not in metrics or metrics[column].dropna().empty:
+        return None
+    return round(float(metrics[column].dropna().iloc[-1]) ** -2)
+
+
+def _config_value(run_dir: str, key: str):
+    try:
+        return OmegaConf.select(OmegaConf.load(Path(run_dir) / "config.yaml"), key)
+    except Exception:  # unreadable config: listed as such by gather_runs
+        return None
 
 
 def _fmt(v, digits: int = 3) -> str:
@@ -185,7 +216,12 @@ def _settings(runs: pd.DataFrame) -> str:
         return ""
     return (f"data {cfg.data.name} (train_subset {cfg.data.get('train_subset')}), encoder {cfg.encoder.name} "
             f"(width {cfg.encoder.get('width')}), {cfg.trainer.epochs} epochs, batch {cfg.trainer.batch_size}, "
-            f"monitor on {cfg.monitor.num_images} held-out test images")
+            f"monitor on {_images(runs)} held-out test images")
+
+
+def _images(runs: pd.DataFrame) -> str:
+    counts = sorted({int(n) for n in runs.get("monitor_images", pd.Series(dtype=float)).dropna()})
+    return "/".join(map(str, counts)) or "?"
 
 
 def write_report(sweep_dir: Path, out_dir: Path) -> tuple[Path, Path]:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ssl_zoo.config import NON_IDENTITY_KEYS, config_hash
+from ssl_zoo.config import NON_IDENTITY_KEYS, config_hash, encoder_label
 from ssl_zoo.errors import UserError
 
 SETTING = ["data", "encoder", "method", "ablation", "epochs"]  # with `variant`, what seeds are averaged over
@@ -73,7 +73,7 @@ def run_row(run_dir: Path) -> tuple[dict, dict]:
     try:
         cfg = OmegaConf.load(run_dir / "config.yaml")
         row.update(method=str(cfg.method.name), ablation=str(OmegaConf.select(cfg, "ablation.name", default="none")),
-                   data=str(cfg.data.name), encoder=str(cfg.encoder.name), epochs=int(cfg.trainer.epochs),
+                   data=str(cfg.data.name), encoder=encoder_label(cfg), epochs=int(cfg.trainer.epochs),
                    seed=int(cfg.seed), variant=_variant(cfg))
         identity = _identity(cfg)
     except Exception as err:
@@ -125,12 +125,15 @@ def gather_runs(paths: list[str | Path]) -> pd.DataFrame:
 
 
 def _labels(df: pd.DataFrame, identities: list[dict]) -> list[str]:
-    """method[/ablation], plus the config keys that tell variants of the same method/ablation apart."""
+    """method[/ablation], plus the config keys that tell variants of the same method/ablation apart on the same
+    data and encoder (tables and plots are split by those first, so they never become part of a label)."""
     base = [f"? ({Path(d).name})" if m != m else m if a in ("none", None) or a != a else f"{m}/{a}"
             for m, a, d in zip(df["method"], df["ablation"], df["run_dir"])]
     labels = list(base)
-    for name in set(base):
-        idx = [i for i, b in enumerate(base) if b == name and identities[i]]
+    groups = list(zip(base, df["data"], df["encoder"]))
+    for group in set(groups):
+        name = group[0]
+        idx = [i for i, g in enumerate(groups) if g == group and identities[i]]
         variants = {df["variant"].iloc[i] for i in idx}
         if len(variants) < 2:
             continue

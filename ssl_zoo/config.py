@@ -73,7 +73,7 @@ def closest_keys(key: str) -> list[str]:
 def unknown_key(key: str) -> str:
     """The one-line error for a key the config lacks, with the closest existing keys."""
     close = closest_keys(key)
-    hint = f"did you mean {' or '.join(close)}?" if close else "`ssl-zoo show` prints every key"
+    hint = f"did you mean {close[0]}?" if close else "`ssl-zoo show` prints every key"
     return f"unknown config key '{key}'; {hint}"
 
 
@@ -275,6 +275,12 @@ def config_hash(cfg: DictConfig) -> str:
             if value is not None:
                 identity[group][key] = value
     return hashlib.sha1(OmegaConf.to_yaml(OmegaConf.create(identity)).encode()).hexdigest()[:8]
+
+
+def encoder_label(cfg: DictConfig) -> str:
+    """The encoder as a reader knows it (results, tables): encoder=timm runs are named by their timm model."""
+    name = str(cfg.encoder.name)
+    return f"{cfg.encoder.arch} (timm)" if name == "timm" and cfg.encoder.get("arch") else name
 
 
 def run_dir_for(cfg: DictConfig) -> Path:

@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from ssl_zoo import distributed, monitors
 from ssl_zoo.checkpoint import write_json
-from ssl_zoo.config import run_dir_for
+from ssl_zoo.config import encoder_label, run_dir_for
 from ssl_zoo.data import load_data
 from ssl_zoo.errors import UserError
 from ssl_zoo.run_eval import evaluate_trained
@@ -24,7 +24,7 @@ def evaluate_run(trainer: Trainer) -> dict:
 
 def results_header(cfg: DictConfig) -> dict:
     return {"method": cfg.method.name, "ablation": cfg.ablation.name, "data": cfg.data.name,
-            "encoder": cfg.encoder.name, "epochs": int(cfg.trainer.epochs), "seed": int(cfg.seed)}
+            "encoder": encoder_label(cfg), "epochs": int(cfg.trainer.epochs), "seed": int(cfg.seed)}
 
 
 def train(cfg: DictConfig) -> Path:
@@ -77,6 +77,7 @@ def finish(trainer: Trainer) -> dict:
     results.update({"wall_s": round(trainer.elapsed, 2), "eval_s": round(time.perf_counter() - start, 2),
                     "images_per_s": round(trainer.step * trainer.global_batch / max(trainer.elapsed, 1e-9), 1),
                     "processes": trainer.world,
+                    "monitor_images": len(trainer.monitor_x),  # num_images, or fewer when the test set is smaller
                     **monitors.final_collapse(cfg, last)})  # `collapsed` by monitors.COLLAPSE_RULE
     return results
 

@@ -1,0 +1,204 @@
+"""Every `ssl-zoo ...` command in README.md runs, literally, from a fresh empty directory and from the root of a
+fresh copy of the repository: the README cannot drift from the code.
+
+Conventions of README.md this test relies on (and enforces):
+- Commands in ```bash blocks are runnable: each `ssl-zoo ...` line (`\\` continuations joined, `# comments`
+  dropped, `a && b` split) is run by bash in the README's order, in one directory, so later commands (eval,
+  compare, report) see what earlier ones wrote. Only budget overrides are appended to `ssl-zoo train` (BUDGET:
+  one epoch, 256 images, small probes; BIG_ENCODER for encoders other than small_cnn: no end-of-run probes); the
+  other verbs run exactly as written.
+- ```text blocks are not run (sample output, layouts). A code block of any other kind holding an `ssl-zoo` line
+  fails the test: say which it is. A bash-block command the test cannot run (a <placeholder>) fails the test.
+- Commands with `launcher=slurm` are submitted to a real SLURM by the `slurm`-marked test (site settings appended:
+  the test SLURM's partition, no GPUs). Without SLURM the sequence runs them anyway and accepts exactly one
+  outcome: every config was checked and the one-line "needs sbatch" error came before anything was written.
+- `ssl-zoo train` commands quoted inline in the prose (`...`) are not run; their configs are loaded and checked.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+BUDGET = ["trainer.epochs=1", "data.train_subset=256", "monitor.num_images=64", "eval.max_train=256"]
+# A ResNet's end-of-run probes read the whole test set (10k Fashion-MNIST images: minutes on a CPU); the small
+# encoders' runs exercise the probes.
+BIG_ENCODER = ["eval.enabled=false"]
+NEEDS_SBATCH = "launcher=slurm needs sbatch and srun on PATH"
+
+
+# --- extraction -----------------------------------------------------------------------------------------------
+def code_blocks(text: str) -> list[tuple[str, str]]:
+    """[(language, body)] of every fenced block."""
+    return [(m.group(1).strip(), m.group(2)) for m in re.finditer(r"^```([^\n]*)\n(.*?)^```", text, re.S | re.M)]
+
+
+def readme_commands(text: str) -> list[str]:
+    """The `ssl-zoo ...` commands of the ```bash blocks, in order."""
+    commands = []
+    for lang, body in code_blocks(text):
+        lines = body.replace("\\\n", " ").splitlines()
+        if lang != "bash":
+            stray = [ln for ln in lines if ln.strip().startswith("ssl-zoo")]
+            assert lang == "text" or not stray, f"README block ```{lang} holds {stray[0]!r}: make it ```bash or ```text"
+            continue
+        for line in lines:
+            line = re.sub(r"(^|\s)#.*$", "", line).strip()
+            commands += [c.strip() for c in line.split("&&") if c.strip().startswith("ssl-zoo")]
+    return commands
+
+
+def inline_train_commands(text: str) -> list[str]:
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    return [m.strip() for m in re.findall(r"`(ssl-zoo train[^`]*)`", prose)]
+
+
+def with_budget(command: str) -> str:
+    words = shlex.split(command)
+    if words[1] != "train":
+        return command
+    big = any(w.startswith("encoder=") and w != "encoder=small_cnn" for w in words)
+    return " ".join([command, *BUDGET, *BIG_ENCODER * big])
+
+
+def test_extraction_follows_the_conventions():
+    text = ("```bash\npip install . && ssl-zoo train   # quick\nssl-zoo train -m a=1,2 \\\n    b=3\n```\n"
+            "```text\nssl-zoo status x\n```\n```bash\npython x.py\nssl-zoo compare runs/ && ssl-zoo report r\n```\n")
+    assert readme_commands(text) == ["ssl-zoo train", "ssl-zoo train -m a=1,2      b=3", "ssl-zoo compare runs/",
+                                     "ssl-zoo report r"]
+    with pytest.raises(AssertionError, match="make it ```bash or ```text"):
+        readme_commands("```\nssl-zoo train\n```\n")
+    assert with_budget("ssl-zoo train x=1").endswith(" ".join(BUDGET))
+    assert with_budget("ssl-zoo compare runs/") == "ssl-zoo compare runs/"
+
+
+def test_the_readme_has_commands_and_none_is_a_placeholder():
+    commands = readme_commands(README.read_text())
+    assert len(commands) >= 10, commands
+    placeholders = [c for c in commands if re.search(r"<[^>]*>", c)]
+    assert not placeholders, f"README commands the test cannot run (placeholders): {placeholders}"
+
+
+def test_inline_train_commands_are_valid_configs():
+    from ssl_zoo import launch
+    from ssl_zoo.sweep import expand_sweep
+
+    inline = inline_train_commands(README.read_text())
+    assert inline
+    for command in inline:
+        words = shlex.split(command)[2:]
+        for job in expand_sweep([w for w in words if w != "-m"]) if "-m" in words else [words]:
+            launch.load(job)  # a study's own config; its grid is run by the test below
+
+
+# --- running them ---------------------------------------------------------------------------------------------
+def _env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")  # the suite shares two cores: no spin-waiting thread pools
+    env.pop("PYTHONPATH", None)  # what a user has: the installed package
+    return env
+
+
+def _run(command: str, cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", command], cwd=cwd, env=_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _repository_copy(dest: Path) -> Path:
+    """A fresh checkout: the repository's tracked files (what a clone has), nothing built or run."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True)
+    for name in filter(None, files.stdout.split("\0")):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
+def run_readme(cwd: Path, slurm: bool) -> list[str]:
+    """Runs every README command in order in cwd; returns a timing line per command."""
+    timings = []
+    for command in readme_commands(README.read_text()):
+        is_slurm = "launcher=slurm" in command.split()
+        if is_slurm and slurm:
+            continue  # test_readme_slurm_commands submits it to the test SLURM
+        start = time.time()
+        out = _run(with_budget(command), cwd)
+        what = f"README command `{command}` in {cwd}"
+        if is_slurm:
+            assert out.returncode == 2 and NEEDS_SBATCH in out.stderr, f"{what}: {out.stderr[-2000:]}"
+            assert len(out.stderr.strip().splitlines()) == 1, f"{what}: {out.stderr}"
+        else:
+            assert out.returncode == 0, f"{what} failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+            assert "Traceback" not in out.stderr, f"{what}:\n{out.stderr[-3000:]}"
+        timings.append(f"{time.time() - start:6.1f} s  {command}")
+    return timings
+
+
+def _has_slurm() -> bool:
+    if shutil.which("sbatch") is None:
+        return False
+    out = subprocess.run(["sinfo", "-h", "-t", "idle,mixed", "-o", "%n"], capture_output=True, text=True)
+    return out.returncode == 0 and bool(out.stdout.strip())
+
+
+@pytest.mark.slow
+def test_readme_commands_run_from_a_fresh_directory(tmp_path):
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    timings = run_readme(fresh, _has_slurm())
+    print("\n" + "\n".join(timings))
+    # what the commands promise to leave behind, relative to the directory they ran in
+    assert list((fresh / "runs").glob("byol-none-digits-small_cnn-s0-*/results.json"))
+    assert (fresh / "runs" / "compare_methods" / "comparison.md").is_file()
+    assert (fresh / "runs" / "collapse_study" / "report" / "report.html").is_file()
+    assert not (fresh / "runs" / "grid").exists()  # the SLURM command without SLURM wrote nothing
+
+
+@pytest.mark.slow
+def test_readme_commands_run_from_the_repository_root(tmp_path):
+    repo = _repository_copy(tmp_path / "repo")
+    timings = run_readme(repo, _has_slurm())
+    print("\n" + "\n".join(timings))
+    assert (repo / "runs" / "collapse_study" / "report" / "report.html").is_file()
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not _has_slurm(), reason="no SLURM answers (bash scripts/start_slurm.sh)")
+def test_readme_slurm_commands_run_on_slurm_from_the_repository_root(tmp_path):
+    """Submitted from the root of a repository copy (its ./ssl_zoo shadows the installed package in the tasks),
+    with the README's relative out_dir; every task must finish."""
+    from ssl_zoo.commands.status import task_states
+
+    repo = _repository_copy(tmp_path / "repo")
+    partition = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True).stdout.split()[0]
+    site = [f"launcher.partition={partition.rstrip('*')}", "launcher.gpus_per_node=0", "launcher.cpus_per_task=1",
+            "launcher.timeout_min=10"]
+    commands = [c for c in readme_commands(README.read_text()) if "launcher=slurm" in c.split()]
+    assert commands
+    jobs = []
+    try:
+        for command in commands:
+            out = _run(f"{with_budget(command)} {' '.join(site)}", repo)
+            assert out.returncode == 0, f"`{command}`: {out.stderr[-2000:]}"
+            jobs += re.findall(r"submitted SLURM job (\d+)", out.stdout)
+            sweep = Path(re.search(r"sweep directory: (\S+)", out.stdout).group(1))
+            assert sweep.is_relative_to(repo)
+            deadline = time.time() + 600
+            while time.time() < deadline:
+                tasks = task_states(sweep)
+                if tasks and all(t["state"] in ("finished", "diverged", "failed", "stopped") for t in tasks):
+                    break
+                time.sleep(2)
+            assert tasks and all(t["state"] == "finished" for t in tasks), tasks
+    finally:
+        if jobs:
+            subprocess.run(["scancel", *jobs], capture_output=True)
