@@ -242,6 +242,10 @@ def _check_logger(cfg: DictConfig) -> None:
     if cfg.logger == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise UserError("logger=tensorboard needs the tensorboard package: pip install 'ssl-zoo[tensorboard]' "
                         "(or use logger=csv)")
+    if cfg.logger == "wandb" and importlib.util.find_spec("wandb") is None:
+        from ssl_zoo.wandb_log import MISSING
+
+        raise UserError(MISSING)
 
 
 def check_data_root(cfg: DictConfig) -> None:

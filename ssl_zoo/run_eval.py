@@ -42,7 +42,7 @@ def evaluate_trained(method: nn.Module, data: ImageData, cfg: DictConfig, device
     online = rows[-1].get("online_probe_acc") if rows else None
     if online is not None:
         out["online_probe_acc"] = round(float(online), 2)
-    if run_dir is not None and cfg.get("logger") == "tensorboard":
+    if run_dir is not None and cfg.get("logger") in ("tensorboard", "wandb"):
         from ssl_zoo.tensorboard import log_final
 
         log_final(run_dir, cfg, out, int(rows[-1]["step"]) if rows else 0)

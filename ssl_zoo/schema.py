@@ -133,7 +133,7 @@ class ConfigSchema:
     out_dir: str = rule()
     run_name: str | int | None = rule()
     resume: Literal["auto", "never"] = rule()
-    logger: Literal["csv", "tensorboard"] = rule()
+    logger: Literal["csv", "tensorboard", "wandb"] = rule()
     progress_bar: bool = rule()
     trainer: TrainerSchema = rule()
     eval: EvalSchema = rule()

@@ -1,4 +1,5 @@
-"""Optional TensorBoard event files (logger=tensorboard) in <run>/tensorboard, beside metrics.csv.
+"""Optional TensorBoard event files (logger=tensorboard) in <run>/tensorboard, beside metrics.csv; open_tracker
+and log_final also serve logger=wandb (ssl_zoo/wandb_log.py) with the same numbers.
 
 Per epoch: every scalar of the metrics.csv row (x axis: epoch). Per step (every trainer.log_every steps, when the
 trainer reads the loss anyway): step/loss and step/lr (x axis: optimizer step). At the end of training or of
@@ -59,11 +60,25 @@ def hparams(cfg: DictConfig) -> dict:
     return {k: v for k, v in found.items() if isinstance(v, int | float | str | bool)}
 
 
+def open_tracker(cfg: DictConfig, run_dir: Path):
+    """The experiment tracker of cfg.logger (tensorboard or wandb): .log(row) per epoch, .log_step(...)."""
+    if cfg.logger == "wandb":
+        from ssl_zoo.wandb_log import WandbLog
+
+        return WandbLog(run_dir, cfg)
+    return TensorBoardLog(run_dir)
+
+
 def log_final(run_dir: Path, cfg: DictConfig, results: dict, step: int) -> None:
-    """The final accuracies as scalars and, with the hyper-parameters, as one HParams session."""
+    """The final accuracies as scalars and, with the hyper-parameters, as one HParams session (wandb: in the
+    run's summary)."""
     metrics = final_metrics(results)
     if not metrics:
         return
+    if cfg.logger == "wandb":
+        from ssl_zoo.wandb_log import log_final as wandb_final
+
+        return wandb_final(run_dir, cfg, metrics)
     writer = _writer(run_dir / "tensorboard")
     for key, value in metrics.items():
         writer.add_scalar(key, value, global_step=step)

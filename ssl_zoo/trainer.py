@@ -26,7 +26,7 @@ from ssl_zoo.gpu_loader import ViewPrefetcher
 from ssl_zoo.method import Method, method_class
 from ssl_zoo.optim import build_optimizer, lr_at, peak_lr, set_lr
 from ssl_zoo.rundir import write_config, write_metrics
-from ssl_zoo.tensorboard import TensorBoardLog
+from ssl_zoo.tensorboard import open_tracker
 from ssl_zoo.views import build_view_maker, plain_view
 
 PREEMPTED_EXIT_CODE = 3  # a run stopped by SIGTERM/SIGUSR2 after checkpointing; starting it again resumes
@@ -164,7 +164,7 @@ class Trainer:
         self.sums: dict[str, torch.Tensor] = {}
         self.host_sums: dict[str, float] = {}  # python-number logs (lr, tau, ...): summed here, no device copy
         self.stop_requested = False  # set at a step boundary, by every rank at the same step
-        self.tensorboard: TensorBoardLog | None = None  # created on first use (logger=tensorboard)
+        self.tracker = None  # TensorBoard or wandb (logger=...), created on first use
         self.stop_code = 0  # set by the signal handler: 1 SIGTERM, 2 SIGUSR2
 
     # --- checkpoints -------------------------------------------------------------------------------------
@@ -304,8 +304,8 @@ class Trainer:
                 if not math.isfinite(loss):
                     raise Diverged(f"loss is {loss} at step {self.step}, epoch {epoch + 1}")
                 bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{done / (time.perf_counter() - start):.0f}")
-                if self.cfg.logger == "tensorboard" and self.rank == 0:  # per-step curves, every log_every steps
-                    self._tensorboard().log_step(self.step, loss, float(logs["lr"]))
+                if self.cfg.logger != "csv" and self.rank == 0:  # per-step curves, every log_every steps
+                    self._tracker().log_step(self.step, loss, float(logs["lr"]))
             code = self.stop_code if self.stop_vote is None else self.stop_vote(self.stop_code)
             if code:
                 self.stop_requested, self.stop_code = True, code
@@ -395,16 +395,16 @@ class Trainer:
         row["images_per_s"] = images / max(seconds, 1e-9)
         self.rows.append(row)
         write_metrics(self.run_dir, self.rows)
-        if self.cfg.logger == "tensorboard":
-            self._tensorboard().log(row)
+        if self.cfg.logger != "csv":  # tensorboard or wandb
+            self._tracker().log(row)
         line = (f"epoch {epoch + 1}/{self.num_epochs}: loss {row['loss']:.4f}  z_std {row['z_std']:.4f}  "
                 f"{row['images_per_s']:.0f} img/s")
         tqdm.write(line) if self.show_bar else print(line, flush=True)  # one line per epoch, bar or not
 
-    def _tensorboard(self) -> TensorBoardLog:
-        if self.tensorboard is None:
-            self.tensorboard = TensorBoardLog(self.run_dir)
-        return self.tensorboard
+    def _tracker(self):
+        if self.tracker is None:
+            self.tracker = open_tracker(self.cfg, self.run_dir)
+        return self.tracker
 
     @property
     def show_bar(self) -> bool:
