@@ -12,3 +12,17 @@ _here = _Path(__file__).resolve().parent
 if not (_here / "methods").is_dir() and (_here.parent / "methods" / "__init__.py").is_file() \
         and (_here.parent / "pyproject.toml").is_file():
     __path__.append(str(_here.parent))  # noqa: F821 (a package's __path__)
+
+# The Python API (ssl_zoo.api, docs/python_api.md) at the top level: ssl_zoo.build("byol", ...), ssl_zoo.train(...),
+# imported on first use so `ssl-zoo --help` does not pay for torch. api.config and api.export stay in ssl_zoo.api:
+# ssl_zoo.config and ssl_zoo.export are modules.
+_API = ("build", "load_data", "view_maker", "optimizer", "train", "results", "load_run", "load_backbone",
+        "evaluate", "features")
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from ssl_zoo import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'ssl_zoo' has no attribute {name!r}")
