@@ -148,7 +148,7 @@ def plot_heatmap(runs: pd.DataFrame, path: Path, value: str = "linear_top1") -> 
             text = "" if v != v else f"{v:.1f}" + (f" ({d:+.1f})" if j != "none" and d == d else "")
             annot.loc[i, j] = text + ("\nCOLLAPSED" if collapsed.loc[i, j] >= 0.5 else "")
     lim = max(5.0, float(np.nanmax(np.abs(delta.to_numpy()))) if np.isfinite(delta.to_numpy()).any() else 5.0)
-    fig = Figure(figsize=(1.35 * len(cols) + 2.5, 0.85 * len(acc) + 1.8), layout="constrained")
+    fig = Figure(figsize=(max(1.35 * len(cols) + 2.5, 6.5), max(0.85 * len(acc) + 1.8, 3.6)), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     sns.heatmap(delta, annot=annot, fmt="", cmap="RdBu", center=0, vmin=-lim, vmax=lim, linewidths=0.5,
                 linecolor="white", cbar_kws={"label": "change from ablation none (points)", "shrink": 0.9},
@@ -161,7 +161,8 @@ def plot_heatmap(runs: pd.DataFrame, path: Path, value: str = "linear_top1") -> 
     ref = f"; random-init backbone {base:.1f}%" if base == base else ""
     ax.set_xlabel("ablation")
     ax.set_ylabel("method")
-    ax.set_title(f"linear probe top-1 (%) on frozen backbone features{ref}\nred box: collapsed by the documented "
+    # a figure title, not the axes': the colour bar's label stays clear of it
+    fig.suptitle(f"linear probe top-1 (%) on frozen backbone features{ref}\nred box: collapsed by the documented "
                  "rule; blank: not run", fontsize=10)
     ax.tick_params(axis="x", rotation=35)
     _save(fig, path)

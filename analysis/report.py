@@ -19,6 +19,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from ssl_zoo.analysis import collapse_plots
+from ssl_zoo.analysis.compare_plots import epochs_text
 from ssl_zoo.analysis.results import gather_runs, read_metrics
 from ssl_zoo.monitors import COLLAPSE_RULE
 
@@ -215,7 +216,7 @@ def _settings(runs: pd.DataFrame) -> str:
     except Exception:
         return ""
     return (f"data {cfg.data.name} (train_subset {cfg.data.get('train_subset')}), encoder {cfg.encoder.name} "
-            f"(width {cfg.encoder.get('width')}), {cfg.trainer.epochs} epochs, batch {cfg.trainer.batch_size}, "
+            f"(width {cfg.encoder.get('width')}), {epochs_text(cfg.trainer.epochs)}, batch {cfg.trainer.batch_size}, "
             f"monitor on {_images(runs)} held-out test images")
 
 
