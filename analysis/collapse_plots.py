@@ -19,7 +19,9 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter, MaxNLocator
+from matplotlib.ticker import FormatStrFormatter
+
+from ssl_zoo.analysis.compare_plots import integer_axis
 
 EMBEDDINGS = {"": "projector output", "backbone_": "backbone features"}
 PALETTE = "tab10"
@@ -75,7 +77,7 @@ def _per_method_curves(metrics: pd.DataFrame, path: Path, column: str, ylabel: s
                 ax.set_ylim(bottom=0)
             ax.set_title(f"{method}: {EMBEDDINGS[prefix]}", fontsize=10)
             ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            integer_axis(ax, sub["epoch"])
             ax.set_ylabel(ylabel if c == 0 else "")
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
@@ -211,7 +213,7 @@ def plot_dino(metrics: pd.DataFrame, runs: pd.DataFrame, path: Path) -> bool:
     for a in axes.flat:
         a.grid(alpha=0.3)
         a.set_xlabel("epoch")
-        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        integer_axis(a, sub["epoch"])
     fig.suptitle("DINO: means over each epoch's training steps", fontsize=12)
     _save(fig, path)
     return True

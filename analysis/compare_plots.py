@@ -51,6 +51,16 @@ def _grid(n: int, width: float, height: float) -> tuple[Figure, list]:
     return fig, axes
 
 
+def integer_axis(ax, values) -> None:
+    """Whole-number ticks on the x axis; with a single value, a tick at it (not 0.945 ... 1.05)."""
+    ticks = sorted(pd.Series(values).dropna().unique())
+    if len(ticks) == 1:
+        ax.set_xticks(ticks)
+        ax.set_xlim(ticks[0] - 1, ticks[0] + 1)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def epochs_text(epochs) -> str:
     return f"{int(epochs)} epoch{'s' if int(epochs) != 1 else ''}"
 
@@ -97,7 +107,7 @@ def plot_accuracy_vs_epochs(runs: pd.DataFrame, path: Path) -> bool:
         sns.lineplot(data=sub, x="epochs", y="accuracy", hue="label", style="probe", style_order=[KNN, LINEAR],
                      markers=True, errorbar="sd", err_style="bars", ax=ax)
         ax.set_xlabel("pretraining epochs")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        integer_axis(ax, sub["epochs"])
         ax.set_ylabel("top-1 accuracy on test (%)")
         seeds = int(sub.groupby(["label", "epochs", "probe"])["seed"].nunique().max())
         ax.set_title(f"{data}, {encoder}: accuracy vs pretraining length ({spread_text(seeds)})")
@@ -123,7 +133,7 @@ def plot_online_probe(metrics: pd.DataFrame, path: Path) -> bool:
         sns.lineplot(data=sub, x="epoch", y="online_probe_acc", hue="label", style=style, marker="o",
                      errorbar="sd", ax=ax)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        integer_axis(ax, sub["epoch"])
         ax.set_ylabel("online probe top-1 (%), train batches")
         ax.set_title(f"{data}, {encoder}\n{ONLINE_TITLE}", fontsize=9)
         ax.grid(alpha=0.3)
