@@ -163,6 +163,9 @@ def _check_data(cfg: DictConfig) -> None:
     known = sorted(p.stem for p in (conf_dir() / "data").glob("*.yaml"))
     if d.name not in known:
         raise UserError(f"data.name={d.name!r} is not a dataset ssl-zoo reads; pick data=<{'|'.join(known)}>")
+    n = d.get("train_subset")  # conf/data_keys.yaml: null or a count
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise UserError(f"data.train_subset={n!r}: give a number of train images >= 1, or null for all")
     for key in ("mean", "std"):
         if len(d[key]) != d.channels:
             raise UserError(f"data.{key} has {len(d[key])} values for data.channels={d.channels}; "

@@ -102,3 +102,11 @@ def test_status_lists_single_runs_and_takes_any_spelling_of_the_folder(tmp_path,
     assert "1 finished" in capsys.readouterr().out
     (tmp_path / "empty").mkdir()
     assert "holds no runs" in _error(capsys, ["status", str(tmp_path / "empty")])
+
+
+def test_train_subset_is_a_count_for_every_dataset(tmp_path):
+    assert load_config(tiny_overrides(tmp_path, "data.train_subset=100")).data.train_subset == 100
+    assert load_config(tiny_overrides(tmp_path)).data.train_subset is None
+    for bad in ("abc", "0", "true"):
+        with pytest.raises(UserError, match="data.train_subset"):
+            load_config(tiny_overrides(tmp_path, f"data.train_subset={bad}"))
