@@ -229,6 +229,9 @@ def load_config(overrides: list[str]) -> DictConfig:
                                  or ".." in Path(str(run_name)).parts):
         raise UserError(f"run_name={run_name!r} must be a folder name inside out_dir; use out_dir= to move runs")
     _check_logger(cfg)
+    from ssl_zoo.finetune import check_data  # late: imports torch
+
+    check_data(cfg)  # eval.protocol=finetune on a streamed dataset: refused before training, not after
     cfg.out_dir = str(absolute(str(cfg.out_dir)))  # one run directory, whatever the working directory is later
     return cfg
 

@@ -27,6 +27,15 @@ from ssl_zoo.probes import topk_accuracy
 from ssl_zoo.views import plain_view, random_resized_crop_flip
 
 
+def check_data(cfg: DictConfig) -> None:
+    """Fine-tuning reads the labelled images as one in-memory tensor: streamed datasets are refused up front."""
+    from ssl_zoo.data import STREAMABLE
+
+    if cfg.eval.protocol == "finetune" and cfg.data.name in STREAMABLE and cfg.data.get("stream", True):
+        raise UserError(f"eval.protocol=finetune needs data={cfg.data.name} in memory: add data.stream=false "
+                        "(small folders), or evaluate with eval.protocol=probes")
+
+
 def fraction_label(fraction: float) -> str:
     """'1%', '10%', '100%': the key of one fraction in results.json and the compare table."""
     return f"{100 * fraction:g}%"

@@ -17,6 +17,7 @@ from ssl_zoo.checkpoint import load_checkpoint, write_json
 from ssl_zoo.data import ImageData, load_data
 from ssl_zoo.errors import UserError
 from ssl_zoo.evaluation import FeatureCache, evaluate_backbone, evaluate_method
+from ssl_zoo.finetune import check_data as check_finetune_data
 from ssl_zoo.finetune import evaluate_finetune
 from ssl_zoo.rundir import read_results
 from ssl_zoo.trainer import build_method, pick_device, pretrain_size, run_length
@@ -105,6 +106,7 @@ def evaluate_run_dir(run_dir: Path, overrides: list[str] = ()) -> dict:
 
     start = time.perf_counter()
     cfg = apply_overrides(load_run_config(run_dir), list(overrides))
+    check_finetune_data(cfg)
     device = pick_device(cfg)
     state = load_checkpoint(run_dir)
     if state is None:

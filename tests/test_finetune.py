@@ -12,6 +12,7 @@ from omegaconf import open_dict
 from ssl_zoo.checkpoint import load_checkpoint
 from ssl_zoo.cli import main
 from ssl_zoo.config import load_config
+from ssl_zoo.errors import UserError
 from ssl_zoo.finetune import balanced_subset, subset_sha1
 from ssl_zoo.probes import auto_knn_k
 from ssl_zoo.run import train
@@ -75,3 +76,10 @@ def test_old_run_configs_get_new_eval_keys(tmp_path):
     loaded = apply_overrides(load_run_config(tmp_path), ["eval.protocol=finetune", "eval.finetune.label_fractions=[0.1]"])
     assert loaded.eval.protocol == "finetune" and list(loaded.eval.finetune.label_fractions) == [0.1]
     assert loaded.eval.knn_k == 200
+
+
+def test_finetune_on_a_streamed_dataset_is_refused_before_training(tmp_path):
+    folder = tmp_path / "folder"
+    with pytest.raises(UserError, match="data.stream=false"):
+        load_config(tiny_overrides(tmp_path, "data=imagefolder", f"data.root={folder}", "eval.protocol=finetune"))
+    assert not list(tmp_path.iterdir())
