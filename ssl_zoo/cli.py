@@ -13,7 +13,7 @@ EXIT_PREEMPTED = 3
 EXIT_DIVERGED = 4
 
 # Each verb lives in ssl_zoo/commands/<name>.py.
-COMMANDS = ["train", "show", "status", "eval", "compare", "report", "export"]
+COMMANDS = ["train", "show", "status", "eval", "compare", "report", "export", "synthetic"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -295,6 +295,8 @@ class Trainer:
             if ahead is not None:
                 x, views = None, ahead.get(i)
                 y = labels.pop(i)
+                if y.is_cuda:  # made on the prefetch stream, read on this one (as ViewPrefetcher does for views)
+                    y.record_stream(torch.cuda.current_stream(self.device))
             else:
                 (x, y), views = next(batches), None
             logs = self._train_step(x, y, views)

@@ -115,6 +115,27 @@ def test_ddp_ranks_read_disjoint_parts_that_make_up_the_global_batch(data_root):
                 assert torch.equal(torch.cat(parts), whole[0][k][j * 6:(j + 1) * 6])
 
 
+def test_pre_cropped_views_shard_over_ranks_like_whole_images():
+    from ssl_zoo.config import load_config
+    from ssl_zoo.ddp import shard_views
+    from ssl_zoo.views import build_view_maker
+
+    cfg = load_config(["data=imagefolder", "data.root=/unused", "views=multicrop", "data.image_size=32"])
+    maker = build_view_maker(cfg.views, list(cfg.data.mean), list(cfg.data.std))
+    b, world = 4, 2
+    crops = [torch.randint(0, 256, (r.n * b * world, 3, r.size, r.size), dtype=torch.uint8) for r in maker.recipes]
+    full = maker(crops, torch.Generator().manual_seed(3))
+    assert [v.shape[-1] for v in full] == [32, 32, *[16] * 6]
+
+    def rows(c, n, r):  # rank r's samples of every crop j (crop-major layout)
+        return torch.cat([c[j * b * world + r * b:j * b * world + (r + 1) * b] for j in range(n)])
+
+    parts = [shard_views(maker, [rows(c, rec.n, r) for c, rec in zip(crops, maker.recipes)],
+                         torch.Generator().manual_seed(3), r, world) for r in range(world)]
+    for v, view in enumerate(full):
+        assert torch.equal(torch.cat([p[v] for p in parts]), view), v
+
+
 def test_crop_boxes_follow_random_resized_crop_and_resize_matches_torchvision():
     import torchvision.transforms.functional as TF
 

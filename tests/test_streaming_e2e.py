@@ -128,3 +128,21 @@ def test_cli_bad_folder_is_one_line_and_writes_nothing(tmp_path, folder):
     assert out.returncode == 2 and out.stderr.startswith("ssl-zoo: error: class folder")
     assert len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists() and not (tmp_path / "index").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_a_streamed_folder_match_one_process(tmp_path, folder):
+    from test_ddp import _free_port, assert_same_training
+
+    common = ["trainer.steps=5", "eval.enabled=false", "data.workers=0"]
+    ddp_args = _args(tmp_path / "ddp", folder, *common, "trainer.batch_size=4", "launcher.sync_bn=true")
+    one_args = _args(tmp_path / "one", folder, *common)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          f"--master_port={_free_port()}", "-m", "ssl_zoo.cli", "train", *ddp_args],
+                         env=env, capture_output=True, text=True, timeout=400)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "ssl_zoo.cli", "train", *one_args], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert_same_training(run_dir_for(load_config(ddp_args)), run_dir_for(load_config(one_args)))

@@ -110,7 +110,7 @@ def _as_is(batch):
 def _loader(dataset: Dataset, keys: list, workers: int, pin: bool) -> DataLoader:
     # batch_size=None: each key is a whole batch. Not persistent: a new loader per epoch starts from its own keys.
     return DataLoader(dataset, sampler=keys, batch_size=None, num_workers=workers, pin_memory=pin,
-                      prefetch_factor=4 if workers else None, collate_fn=_as_is)
+                      prefetch_factor=2 if workers else None, collate_fn=_as_is)
 
 
 class LazyImages:
@@ -130,6 +130,8 @@ class LazyImages:
         return LazyImages(self.index, self.rows[item], self.size, self.resize, self.workers)
 
     def to(self, device) -> torch.Tensor:
+        if self.workers and len(self.rows) > 64:  # e.g. the 1024 monitor images: decoded in the workers
+            return torch.cat(list(self.batches(64))).to(device)
         return EvalBatches(self.index, self.size, self.resize)[self.rows].to(device)
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
@@ -199,6 +201,9 @@ def load_streamed(cfg) -> StreamedData:
                             f"{num_classes - 1}")
     size = int(cfg.image_size)
     resize = int(cfg.eval_resize) if cfg.get("eval_resize") else round(size / 0.875)  # 256 for 224
+    if resize < size:
+        raise UserError(f"data.eval_resize={resize} is smaller than data.image_size={size}: the centre crop would "
+                        "leave the image; set data.eval_resize >= data.image_size (or null)")
     workers = default_workers() if cfg.get("workers") is None else int(cfg.workers)
     shuffled = [np.random.default_rng(EVAL_SEED).permutation(len(ix)) for ix in (train, val)]
     n = cfg.get("train_subset")
