@@ -16,7 +16,7 @@ if not (_here / "methods").is_dir() and (_here.parent / "methods" / "__init__.py
 # The Python API (ssl_zoo.api, docs/python_api.md) at the top level: ssl_zoo.build("byol", ...), ssl_zoo.train(...),
 # imported on first use so `ssl-zoo --help` does not pay for torch. api.config and api.export stay in ssl_zoo.api:
 # ssl_zoo.config and ssl_zoo.export are modules.
-_API = ("build", "load_data", "view_maker", "optimizer", "train", "results", "load_run", "load_backbone",
+_API = ("build", "wrap", "load_data", "view_maker", "optimizer", "train", "results", "load_run", "load_backbone",
         "evaluate", "features")
 
 

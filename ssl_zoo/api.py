@@ -97,6 +97,22 @@ def build(method_or_cfg: str | DictConfig = "byol", *args: str, **settings: Any)
     return build_method(_as_config(method_or_cfg, args, settings))
 
 
+def wrap(method: str, backbone: nn.Module, *args: str, feat_dim: int | None = None, **settings: Any) -> Method:
+    """A method with its shipped defaults around your own backbone (any nn.Module mapping images [B, C, H, W]
+    to features [B, D], e.g. a timm model with num_classes=0). feat_dim is found by a forward pass on an image of
+    the config's data.channels and data.image_size when not given."""
+    from ssl_zoo.method import method_class
+
+    cfg = config(method, *args, **settings)
+    if feat_dim is None:
+        size, chans = int(cfg.data.image_size), int(cfg.data.channels)
+        was_training = backbone.training
+        with torch.no_grad():
+            feat_dim = int(backbone.eval()(torch.zeros(2, chans, size, size)).shape[-1])
+        backbone.train(was_training)
+    return method_class(method)(backbone, feat_dim, cfg.method, int(cfg.trainer.epochs))
+
+
 def load_data(cfg: DictConfig) -> ImageData:
     """The config's dataset as uint8 tensors: .train_x [N, C, H, W], .train_y, .test_x, .test_y."""
     from ssl_zoo.config import check_data_root
