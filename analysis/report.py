@@ -189,7 +189,7 @@ def paper_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         ratio = (group["z_std"] / group["z_std_ref"]).mean()
         h = (group["teacher_entropy"].astype(float) / np.log(group["num_outputs"].astype(float))).mean()
         here = (f"{ours}; z_std {ratio:.2f} × 1/√d" + (f"; teacher entropy {h:.2f} log K" if h == h else "")
-                + f"; linear {acc:.1f}%"
+                + (f"; linear {acc:.1f}%" if acc == acc else "; no probes (eval.enabled=false)")
                 + (f" ({delta:+.1f} vs none)" if ablation != "none" and delta == delta else "")
                 + (" — below random init" if below_random else ""))
         z = group["z_std"].mean()
@@ -205,7 +205,8 @@ def paper_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         else:
             agree = "**no**"
             differs.append(f"{method}/{ablation}: the paper reports \"{finding}\"; here it "
-                           f"{'did not collapse' if expected else 'collapsed'} (z_std {z:.3f}, linear {acc:.1f}%).")
+                           f"{'did not collapse' if expected else 'collapsed'} (z_std {z:.3f}"
+                           + (f", linear {acc:.1f}%)." if acc == acc else ")."))
         rows.append({"method": method, "ablation": ablation, "paper": finding, "here": here, "agrees": agree})
     return pd.DataFrame(rows), differs
 
