@@ -53,19 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     _Parser.argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    from ssl_zoo.trainer import Diverged, Preempted
-
     try:
         return args.func(args)
     except UserError as err:
         print(f"ssl-zoo: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except Preempted as err:
-        print(f"ssl-zoo: {err}; run the same command again to resume", file=sys.stderr)
-        return EXIT_PREEMPTED
-    except Diverged as err:
-        print(f"ssl-zoo: diverged: {err}; the last good checkpoint is kept", file=sys.stderr)
-        return EXIT_DIVERGED
+    except Exception as err:
+        # Preempted / Diverged come from the trainer, so it is imported when they are raised; verbs that never
+        # train (show, status, compare, report) do not pay for importing it (timm, torchvision, dynamo).
+        trainer = sys.modules.get("ssl_zoo.trainer")
+        if trainer is not None and isinstance(err, trainer.Preempted):
+            print(f"ssl-zoo: {err}; run the same command again to resume", file=sys.stderr)
+            return EXIT_PREEMPTED
+        if trainer is not None and isinstance(err, trainer.Diverged):
+            print(f"ssl-zoo: diverged: {err}; the last good checkpoint is kept", file=sys.stderr)
+            return EXIT_DIVERGED
+        raise
     except KeyboardInterrupt:
         print("ssl-zoo: interrupted", file=sys.stderr)
         return 130
