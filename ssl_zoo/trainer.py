@@ -31,6 +31,7 @@ from ssl_zoo.views import build_view_maker, plain_view
 
 PREEMPTED_EXIT_CODE = 3  # a run stopped by SIGTERM/SIGUSR2 after checkpointing; starting it again resumes
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)  # stop code k = STOP_SIGNALS[k - 1]; the larger code wins
+BAD_DATA_CODE = len(STOP_SIGNALS) + 1  # a rank passed data.max_bad_fraction: every rank stops with it (one vote)
 
 
 class Preempted(Exception):
@@ -131,7 +132,7 @@ class Trainer:
             from ssl_zoo.streaming.loader import CropSpec
 
             self.crop_specs = [CropSpec(r.n, r.size, tuple(r.scale), tuple(r.ratio)) for r in self.views.recipes]
-            self.bad_samples = BadSampleLog(run_dir if self.rank == 0 else None, len(data.train),
+            self.bad_samples = BadSampleLog(run_dir, len(data.train),
                                             data.max_bad_fraction)
         else:
             self.images = data.pretrain_x.to(self.device)
@@ -166,6 +167,7 @@ class Trainer:
         self.stop_requested = False  # set at a step boundary, by every rank at the same step
         self.tracker = None  # TensorBoard or wandb (logger=...), created on first use
         self.stop_code = 0  # set by the signal handler: 1 SIGTERM, 2 SIGUSR2
+        self.bad_data_error: UserError | None = None  # set when this rank's unreadable samples pass the limit
 
     # --- checkpoints -------------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -265,7 +267,10 @@ class Trainer:
                                             self.batch_size, self.rank, self.world, pin)
             for crops, labels, bad in loader:
                 if bad:
-                    self.bad_samples.add(bad)
+                    try:
+                        self.bad_samples.add(bad)
+                    except UserError as err:  # raised at the step's stop vote, on every rank at once
+                        self.bad_data_error = err
                 yield ([c.to(self.device, non_blocking=pin) for c in crops],
                        labels.to(self.device, non_blocking=pin))
             return
@@ -308,7 +313,12 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{done / (time.perf_counter() - start):.0f}")
                 if self.cfg.logger != "csv" and self.rank == 0:  # per-step curves, every log_every steps
                     self._tracker().log_step(self.step, loss, float(logs["lr"]))
-            code = self.stop_code if self.stop_vote is None else self.stop_vote(self.stop_code)
+            local = max(self.stop_code, BAD_DATA_CODE if self.bad_data_error else 0)
+            code = local if self.stop_vote is None else self.stop_vote(local)
+            if code == BAD_DATA_CODE:
+                raise self.bad_data_error or UserError(
+                    f"another process read more unreadable samples than data.max_bad_fraction allows; see "
+                    f"{self.run_dir / 'bad_samples.txt'}")
             if code:
                 self.stop_requested, self.stop_code = True, code
                 break

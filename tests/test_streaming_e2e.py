@@ -73,6 +73,16 @@ def test_steps_run_and_a_mid_epoch_stop_resumes_bit_identically(tmp_path, folder
     assert (run_dir_for(cfg) / "metrics.csv").read_text().count("\n") == 4
 
 
+def test_past_max_bad_fraction_the_run_stops_with_one_line(tmp_path, folder):
+    from ssl_zoo.errors import UserError
+
+    cfg = load_config(_args(tmp_path, folder, "data.max_bad_fraction=0.0", "eval.enabled=false"))
+    with pytest.raises(UserError, match=r"1 of 41 samples could not be read .* data.max_bad_fraction=0") as err:
+        train(cfg)
+    assert "\n" not in str(err.value)
+    assert "odd_corrupt.JPEG" in (run_dir_for(cfg) / "bad_samples.txt").read_text()
+
+
 @pytest.mark.slow
 def test_sigkill_then_rerun_matches_uninterrupted_and_eval_from_the_cli(tmp_path, folder):
     steps = ["trainer.steps=40", "eval.enabled=false"]

@@ -29,7 +29,7 @@ class BadSampleLog:
             if index not in self.seen:
                 self.seen.add(index)
                 new.append(f"{index}\t{file}\t{' '.join(reason.split())}\n")
-        if new and self.path is not None:
+        if new and self.path is not None and self.path.parent.is_dir():
             with open(self.path, "a") as f:  # small appends: whole lines even with several ranks writing
                 f.write("".join(new))
         if len(self.seen) > self.limit:
