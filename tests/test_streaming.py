@@ -219,3 +219,11 @@ def test_unreadable_root_is_a_user_error(tmp_path):
             _data(d)
     finally:
         os.chmod(d / "train", 0o755)
+
+
+def test_eval_images_are_the_same_decoded_in_workers_or_in_process(tmp_path):
+    synthetic.write_folder(tmp_path / "d", ["a", "b"], 40, 1, sizes=(20, 40))
+    in_process, in_workers = _data(tmp_path / "d", workers=0), _data(tmp_path / "d", workers=2)
+    x = in_process.train_x[:70].to("cpu")  # > 64 images: the workers' path when there are workers
+    assert x.shape == (70, 3, 32, 32) and torch.equal(x, in_workers.train_x[:70].to("cpu"))
+    assert torch.equal(torch.cat(list(in_workers.train_x.batches(16))), in_process.train_x.to("cpu"))
