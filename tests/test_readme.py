@@ -66,7 +66,7 @@ def inline_train_commands(text: str) -> list[str]:
 
 def with_budget(command: str, probes: bool = True) -> str:
     words = shlex.split(command)
-    if words[1] != "train":
+    if words[1] != "train" or {"-h", "--help"} & set(words):
         return command
     large = any(w.startswith(("data=", "experiment=")) and w != "data=digits" for w in words)
     return " ".join([command, *BUDGET, *NO_PROBES * (large or not probes)])
