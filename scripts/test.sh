@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test command: test dependencies (apt: slurm-wlm, munge, dataset-fashion-mnist; pip: the package with
-# its dev extras), a one-node SLURM for the tests marked `slurm`, then the suite. Exits non-zero when a test fails.
+# its dev extras), a SLURM for the tests marked `slurm` (the running one, used as it is, or a one-node SLURM
+# started when none runs: scripts/start_slurm.sh), then the suite. Exits non-zero when a test fails.
 # Extra arguments go to pytest (e.g. `bash scripts/test.sh -m "not slurm"`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,6 @@ if ! python -c "import ssl_zoo, pytest, ruff" >/dev/null 2>&1; then
 fi
 
 # SLURM for the `slurm` tests; without it they skip (and say why).
-bash scripts/start_slurm.sh || echo "test.sh: SLURM did not start; the slurm tests will skip" >&2
+bash scripts/start_slurm.sh || echo "test.sh: no SLURM (the line above says why); the slurm tests will skip" >&2
 
 python -m pytest -q -rs "$@"
