@@ -24,6 +24,16 @@ def _value(job: list[str], key: str) -> str | None:
     return next((o.split("=", 1)[1] for o in job if o.split("=", 1)[0] == key), None)
 
 
+def _budget(by_method: dict, method: str, ablation: str | None) -> list[str]:
+    """The study's per-method settings without those the cell's ablation sets: the ablation is the point of the
+    cell (a budget-sized queue_length must not undo no_queue)."""
+    from ssl_zoo import ablations
+
+    path = ablations._find("ablation", ablation) if ablation else None
+    keys = set(ablations.ablation_keys(path)) if path is not None else set()
+    return [o for o in by_method.get(method, []) if o.split("=", 1)[0].lstrip("+~") not in keys]
+
+
 def grid_jobs(job: list[str], cfg: DictConfig) -> tuple[list[list[str]], bool]:
     """(the override lists of a study's runs, whether they are its whole grid). A job that picks method= or
     ablation= itself becomes that one cell, composed exactly as in the grid (same run directory). Without a
@@ -36,14 +46,15 @@ def grid_jobs(job: list[str], cfg: DictConfig) -> tuple[list[list[str]], bool]:
     rest = [o for o in job if not o.startswith("experiment=")]
     if _value(job, "method") is not None or _value(job, "ablation") is not None:
         method = _value(job, "method") or str(cfg.method.name)
-        return [experiment + list(by_method.get(method, [])) + rest + CLEARED], False
+        ablation = _value(job, "ablation") or str(cfg.ablation.name)
+        return [experiment + _budget(by_method, method, ablation) + rest + CLEARED], False
     jobs = []
     for entry in study.grid:
         overrides = shlex.split(str(entry))
         method = _value(overrides, "method")
         if method is None:
             raise UserError(f"study.grid entry '{entry}' names no method=; each entry is 'method=... ablation=...'")
-        jobs.append(experiment + list(by_method.get(method, [])) + overrides + CLEARED + rest)
+        jobs.append(experiment + _budget(by_method, method, _value(overrides, "ablation")) + overrides + CLEARED + rest)
     return jobs, True
 
 

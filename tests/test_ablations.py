@@ -201,6 +201,10 @@ def test_collapse_study_expands_into_its_grid():
         ("swav", "none"), ("swav", "no_sinkhorn"), ("swav", "no_queue"), ("barlow", "none"),
         ("barlow", "no_redundancy"), ("barlow", "no_bn_projector")}
     assert ("mocov2", "tau_zero", 0.0) in cells  # MoCo v2 with momentum 0
+    # a per-method budget setting never undoes the cell's ablation (SwAV's queue_length vs no_queue)
+    queues = {str(load_config(j).ablation.name): int(load_config(j).method.queue_length)
+              for j in jobs if "method=swav" in j}
+    assert queues["no_queue"] == 0 and queues["none"] > 0
     # one cell picked by hand is the grid's cell: same config, same run directory
     one, expanded = expand_studies([["experiment=collapse_study", "method=byol", "ablation=tau_zero"]])
     assert not expanded and len(one) == 1
