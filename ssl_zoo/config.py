@@ -274,16 +274,22 @@ def check_data_root(cfg: DictConfig) -> None:
 # Keys added to every config after runs were made: left out of the identity when null (what their absence
 # meant), else hashed last in their group (where the experiment files that set them used to put them), so run
 # directories made before them keep their names and resume.
-LATE_KEYS = (("data", "train_subset"), ("trainer", "steps"))
+# Keys added after runs existed: left out of the hash at their default, so older run directories keep their
+# names. Keys that change how fast a run goes but not what it computes never enter the hash.
+LATE_KEYS = (("data", "train_subset", None), ("trainer", "steps", None), ("trainer", "compile_mode", "default"))
+SPEED_KEYS = (("data", "workers"), ("data", "index_dir"))
 
 
 def config_hash(cfg: DictConfig) -> str:
     identity = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NON_IDENTITY_KEYS}
-    for group, key in LATE_KEYS:
+    for group, key, default in LATE_KEYS:
         if isinstance(identity.get(group), dict) and key in identity[group]:
             value = identity[group].pop(key)
-            if value is not None:
+            if value != default:
                 identity[group][key] = value
+    for group, key in SPEED_KEYS:
+        if isinstance(identity.get(group), dict):
+            identity[group].pop(key, None)
     return hashlib.sha1(OmegaConf.to_yaml(OmegaConf.create(identity)).encode()).hexdigest()[:8]
 
 
