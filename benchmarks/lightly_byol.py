@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from throughput import resize_rgb  # benchmarks/ is on sys.path when run as a script
 from torch import nn
 
 from ssl_zoo.data import load_fashion_mnist
@@ -69,11 +69,10 @@ class LightlyBYOL(nn.Module):
 
 
 def load_images(n: int, size: int, fmnist_root: Path) -> tuple[torch.Tensor, str]:
+    """n uint8 RGB images on the CPU, resized once as throughput.py feeds ssl-zoo."""
     try:
-        x = load_fashion_mnist(fmnist_root).train_x[:n]
-        x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        return x.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous(), \
-            f"Fashion-MNIST ({fmnist_root}), 28px grey -> {size}px RGB PIL"
+        x = resize_rgb(load_fashion_mnist(fmnist_root).train_x[:n], size, torch.device("cpu"))
+        return x, f"Fashion-MNIST ({fmnist_root}), 28px grey -> {size}px RGB PIL"
     except Exception:  # noqa: BLE001 - any missing data: random images say so in the output
         g = torch.Generator().manual_seed(0)
         return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g), f"random uint8 {size}px"

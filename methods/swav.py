@@ -21,6 +21,7 @@ from torch import nn
 from ssl_zoo import distributed
 from ssl_zoo.heads import mlp
 from ssl_zoo.method import Method, StepOutput
+from ssl_zoo.methods.dino import forward_crops  # one forward per run of equal-sized crops
 
 
 @torch.no_grad()
@@ -78,8 +79,6 @@ class SwAV(Method):
         return F.softmax(scores / float(c.epsilon), dim=1)[-n:]
 
     def training_step(self, views, progress):
-        from ssl_zoo.methods.dino import forward_crops  # one forward per run of equal-sized crops
-
         feats = forward_crops(self.backbone, views)
         z = [F.normalize(self.projector(h), dim=1) for h in feats]
         scores = [self.prototypes(zi) for zi in z]

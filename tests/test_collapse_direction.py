@@ -1,6 +1,7 @@
 """The collapse ablations push the collapse metrics the way the papers say, on a tiny end-to-end run (digits,
 4-channel-wide CNN, a few dozen steps): SimSiam without stop-gradient ends with z_std far below the default's
-(SimSiam Fig. 2), DINO without centering ends with a lower teacher entropy (one dimension dominates). A high
+(SimSiam Fig. 2), DINO without centering ends with a lower teacher entropy (one dimension dominates), VICReg
+without its variance term collapses, SwAV without Sinkhorn puts every image in one prototype. A high
 learning rate and, for DINO, a fast teacher (tau 0.9) make the few steps enough."""
 
 from __future__ import annotations
@@ -40,3 +41,21 @@ def test_dino_without_centering_has_lower_teacher_entropy(tmp_path):
     default = _last_row(tmp_path, *DINO, "ablation=none")
     ablated = _last_row(tmp_path, *DINO, "ablation=no_centering")
     assert ablated["teacher_entropy"] < 0.5 * default["teacher_entropy"]
+
+
+@pytest.mark.slow
+def test_vicreg_without_the_variance_term_collapses(tmp_path):
+    heads = ["method=vicreg", "trainer.epochs=2", "trainer.lr=0.3", "method.projector.hidden_dim=64", "method.projector.out_dim=64"]
+    default = _last_row(tmp_path, *heads, "ablation=none")
+    ablated = _last_row(tmp_path, *heads, "ablation=no_variance")
+    assert ablated["z_std"] < 0.25 * default["z_std"], (default["z_std"], ablated["z_std"])
+
+
+@pytest.mark.slow
+def test_swav_without_sinkhorn_maps_every_image_to_one_prototype(tmp_path):
+    heads = ["method=swav", "trainer.epochs=2", "trainer.lr=0.3", "method.projector.hidden_dim=64",
+             "method.projector.out_dim=32", "method.num_prototypes=64", "method.queue_length=0",
+             "views.crops.local.n=2", "method.freeze_prototypes_epochs=0.2"]
+    default = _last_row(tmp_path, *heads, "ablation=none")
+    ablated = _last_row(tmp_path, *heads, "ablation=no_sinkhorn")
+    assert ablated["prototypes_used"] < 1.5 <= 5 < default["prototypes_used"], (default, ablated)
