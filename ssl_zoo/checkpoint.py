@@ -39,6 +39,20 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _discard(tmp: Path) -> None:
+    """Removes a temp file after a failed write. Never raises: on a read-only file system or under a path that
+    is a file the unlink fails too, and that second error must not hide the first."""
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _cannot_write(path: Path, err: OSError) -> UserError:
+    return UserError(f"cannot write {path}: {err.strerror or err} (the previous file is kept); free space or "
+                     "fix permissions, then run the same command again")
+
+
 def _write_temp(path: Path, write: Callable[[BinaryIO], None]) -> Path:
     """The content under a temp name next to `path`, fsync'd; a failed write (disk full) leaves nothing."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -49,14 +63,18 @@ def _write_temp(path: Path, write: Callable[[BinaryIO], None]) -> Path:
             f.flush()
             os.fsync(f.fileno())
     except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {err.strerror or err} (the previous file is kept); free space or "
-                        "fix permissions, then run the same command again") from err
+        _discard(tmp)
+        raise _cannot_write(path, err) from err
     return tmp
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    os.replace(_write_temp(path, lambda f: f.write(data)), path)
+    tmp = _write_temp(path, lambda f: f.write(data))
+    try:
+        os.replace(tmp, path)  # fails when path is a folder
+    except OSError as err:
+        _discard(tmp)
+        raise _cannot_write(path, err) from err
     fsync_dir(path.parent)
 
 
