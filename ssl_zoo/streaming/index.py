@@ -103,8 +103,9 @@ def _class_folders(split_dir: Path) -> list[str]:
 
 
 def build_folder_index(split_dir: Path, classes: list[str], is_train: bool) -> Index:
-    if not is_train:  # val/ takes train/'s class ids; a class train/ lacks has no id
-        extra = sorted(set(_class_folders(split_dir)) - set(classes))
+    if not is_train:  # val/ takes train/'s class ids; a class train/ lacks has no id (one outside data.classes
+        # is left out of val/ as it is of train/)
+        extra = sorted(set(_class_folders(split_dir)) - set(_class_folders(split_dir.parent / "train")))
         if extra:
             raise UserError(f"{split_dir} has class folder {extra[0]!r} that train/ lacks "
                             f"({len(extra)} such); val classes must be a subset of train classes")
