@@ -157,6 +157,58 @@ def index_scale(tmp: Path, files: int, classes: int = 1000) -> dict:
     return out
 
 
+PROBE_CHILD = """
+import json, resource, sys, time
+import numpy as np, torch
+from ssl_zoo.probes import knn_sweep, linear_probe
+train, test = np.load(sys.argv[1], mmap_mode="r"), np.load(sys.argv[2], mmap_mode="r")
+labels = np.load(sys.argv[3])
+train_y, test_y = torch.from_numpy(labels[:len(train)]), torch.from_numpy(labels[len(train):])
+chunked = {"resident_bytes": 0} if sys.argv[4] == "chunked" else {}
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+t = time.perf_counter()
+knn = knn_sweep(train, train_y, test, test_y, 10, (20, 200), (0.1,), device="cpu", **chunked)
+t_knn = time.perf_counter() - t
+t = time.perf_counter()
+lin = linear_probe(train, train_y, test, test_y, 10, device="cpu", **chunked)
+print(json.dumps({"knn_s": round(t_knn, 1), "linear_s": round(time.perf_counter() - t, 1),
+                  "knn_top1": knn["k=200,T=0.1"], "linear_top1": round(lin["top1"], 2),
+                  "rss_before_mb": round(base / 1024), "peak_rss_mb": round(
+                      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}))
+"""
+
+
+def probe_scale(tmp: Path, rows: int, dim: int = 128, test: int = 5000) -> list[dict]:
+    """kNN + linear probe on `rows` float16 memory-mapped features (10 noisy linear classes), in a fresh process
+    each: chunked from disk (what ImageNet-size features take) and, for comparison, read whole."""
+    from ssl_zoo.streaming.features import MappedRows
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(dim, 10, generator=torch.Generator().manual_seed(1))
+    files, labels = [], []
+    for name, n in (("train", rows), ("test", test)):
+        out = MappedRows(n, tmp / f"probe_{rows}_{name}.npy")
+        for i in range(0, n, 65536):
+            x = torch.randn(min(65536, n - i), dim, generator=g)
+            labels.append((x @ w + 3 * torch.randn(len(x), 10, generator=g)).argmax(1).numpy())
+            out.write(x)
+        out.finish()
+        files.append(str(tmp / f"probe_{rows}_{name}.npy"))
+    np.save(tmp / f"probe_{rows}_labels.npy", np.concatenate(labels))
+    results = []
+    for mode in ("chunked", "whole"):
+        before = load()
+        proc = subprocess.run([sys.executable, "-c", PROBE_CHILD, *files, str(tmp / f"probe_{rows}_labels.npy"), mode],
+                              capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if proc.returncode:
+            raise RuntimeError(proc.stderr[-2000:])
+        row = {"rows": rows, "dim": dim, "test": test, "mode": mode, **json.loads(proc.stdout.splitlines()[-1]),
+               "load_before": before, "load_after": load()}
+        print(json.dumps(row), flush=True)
+        results.append(row)
+    return results
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=2000, help="train images of the ImageNet-like folder")
@@ -164,12 +216,22 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=12, help="batches of 64 per measurement")
     p.add_argument("--small", type=int, default=20000, help="small images for start-up and memory; 0 skips")
     p.add_argument("--index-files", type=int, default=0, help="also time the index of this many (empty) files")
+    p.add_argument("--probe-rows", type=int, nargs="*", default=[],
+                   help="also time kNN + linear probes on this many memory-mapped feature rows (e.g. 50000 400000)")
+    p.add_argument("--only-probes", action="store_true", help="skip the loader, start-up and memory measurements")
     p.add_argument("--out", type=Path, default=Path(__file__).with_name("streaming_results.json"))
     args = p.parse_args()
     results: dict = {"cpu": os.cpu_count(), "torch": torch.__version__, "omp_threads": os.environ.get(
         "OMP_NUM_THREADS"), "uptime_start": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        for rows in args.probe_rows:
+            results.setdefault("probes", []).extend(probe_scale(tmp, rows))
+        if args.only_probes:
+            results["uptime_end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+            args.out.write_text(json.dumps(results, indent=1) + "\n")
+            print(f"wrote {args.out}")
+            return
         classes = [f"n{i:08d}" for i in range(20)]
         t = time.perf_counter()
         synthetic.write_folder(tmp / "big", classes, args.images // len(classes), 1, sizes=(400, 600), grain=20)

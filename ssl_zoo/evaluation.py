@@ -7,10 +7,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
+import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
@@ -18,6 +21,8 @@ from torch import nn
 from ssl_zoo.checkpoint import atomic_write_bytes
 from ssl_zoo.data import ImageData
 from ssl_zoo.probes import KNN_KS, KNN_TS, auto_knn_k, knn_key, knn_sweep, linear_probe
+from ssl_zoo.streaming.bad_samples import list_eval_samples
+from ssl_zoo.streaming.features import MappedRows, load_mapped, read_rows
 from ssl_zoo.views import plain_view
 
 CACHE_FORMAT = 1  # bump when the eval transform changes: old caches then never match
@@ -25,8 +30,10 @@ CACHE_FORMAT = 1  # bump when the eval transform changes: old caches then never 
 
 @torch.no_grad()
 def extract_features(net: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, size: int, mean, std,
-                     batch_size: int = 512, device: torch.device | str = "cpu") -> torch.Tensor:
-    """net(plain_view(images)) in batches, in eval mode (BN running statistics), as float32 on the CPU.
+                     batch_size: int = 512, device: torch.device | str = "cpu",
+                     out: MappedRows | None = None) -> torch.Tensor | np.ndarray:
+    """net(plain_view(images)) in batches, in eval mode (BN running statistics), as float32 on the CPU, or
+    written batch by batch to `out` (a memory-mapped .npy: streamed datasets) and returned memory-mapped.
     Conv nets run on a channels-last copy (1.3-1.7x faster on CPU too; the weights are only read)."""
     module = net if isinstance(net, nn.Module) else None
     channels_last = module is not None and any(isinstance(m, nn.Conv2d) for m in module.modules())
@@ -39,14 +46,28 @@ def extract_features(net: Callable[[torch.Tensor], torch.Tensor], images: torch.
     # Streamed datasets (ssl_zoo.streaming.loader.LazyImages) decode their batches in DataLoader workers.
     chunks = images.batches(batch_size) if hasattr(images, "batches") else (
         images[i:i + batch_size] for i in range(0, len(images), batch_size))
-    for chunk in chunks:
-        x = plain_view(chunk.to(device), size, mean, std)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        feats.append(net(x).float().cpu())
-    if module is not None:
-        module.train(was_training)
-    return torch.cat(feats)
+    try:
+        for chunk in chunks:
+            x = plain_view(chunk.to(device), size, mean, std)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if out is None:
+                feats.append(net(x).float().cpu())
+            else:
+                out.write(net(x))
+    except BaseException:
+        if out is not None:
+            out.abort()
+        raise
+    finally:
+        if module is not None:
+            module.train(was_training)
+    return torch.cat(feats) if out is None else out.finish()
+
+
+def is_lazy(images) -> bool:
+    """Streamed images (ssl_zoo.streaming.loader.LazyImages): decoded batch by batch, features go to disk."""
+    return hasattr(images, "batches")
 
 
 def weights_key(module: nn.Module, *extra) -> str:
@@ -71,11 +92,11 @@ class FeatureCache:
     def __init__(self, folder: Path | None):
         self.folder = folder
 
-    def _candidates(self, name: str, key: str) -> list[Path]:
+    def _candidates(self, name: str, key: str, suffix: str = ".pt") -> list[Path]:
         if self.folder is None:
             return []
-        own = self.folder / f"{name}-{key}.pt"
-        siblings = sorted(self.folder.parent.parent.glob(f"*/{self.folder.name}/{name}-{key}.pt"))
+        own = self.folder / f"{name}-{key}{suffix}"
+        siblings = sorted(self.folder.parent.parent.glob(f"*/{self.folder.name}/{name}-{key}{suffix}"))
         return [own, *[p for p in siblings if p != own]]
 
     def load(self, name: str, key: str) -> dict[str, torch.Tensor] | None:
@@ -86,6 +107,10 @@ class FeatureCache:
                 except Exception:  # unreadable cache: recompute
                     continue
         return None
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.folder.parent if self.folder is not None else None
 
     def save(self, name: str, key: str, feats: dict[str, torch.Tensor]) -> None:
         if self.folder is None:
@@ -106,14 +131,42 @@ class FeatureCache:
         self.save(name, key, feats)
         return feats, False
 
+    def get_mapped(self, name: str, key: str, splits: tuple[str, ...],
+                   compute: Callable[[Path | None], dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], bool]:
+        """Features of streamed datasets: run_dir/features/<name>-<key>/<split>.npy, memory-mapped. `compute`
+        writes each split's .npy into the folder it is given (None: private temporary files)."""
+        for path in self._candidates(name, key, ""):
+            feats = load_mapped(path, splits) if path.is_dir() else None
+            if feats is not None:
+                return feats, True
+        if self.folder is None:
+            return compute(None), False
+        final = self.folder / f"{name}-{key}"
+        partial = self.folder / f".{name}-{key}.{os.getpid()}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            compute(partial)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        for old in self.folder.glob(f"{name}-*"):  # older keys of this name (.pt files or folders)
+            shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+        os.replace(partial, final)
+        feats = load_mapped(final, splits)
+        assert feats is not None
+        return feats, False
+
 
 def probe_features(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
                    num_classes: int, k: int, t: float, device: torch.device | str = "cpu") -> dict:
     """kNN sweep (the (k, T) of the config is the headline knn_top1) and the linear probe, rounded for JSON."""
     dev = torch.device(device)
-    train_f, train_y, test_f, test_y = (a.to(dev) for a in (train_f, train_y, test_f, test_y))
-    knn = knn_sweep(train_f, train_y, test_f, test_y, num_classes, sorted({*KNN_KS, k}), sorted({*KNN_TS, t}))
-    lin = linear_probe(train_f, train_y, test_f, test_y, num_classes)
+    # Tensors move to the device; memory-mapped arrays stay on disk and are read in chunks (probes.Rows).
+    train_f, train_y, test_f, test_y = (a.to(dev) if isinstance(a, torch.Tensor) else a
+                                        for a in (train_f, train_y, test_f, test_y))
+    knn = knn_sweep(train_f, train_y, test_f, test_y, num_classes, sorted({*KNN_KS, k}), sorted({*KNN_TS, t}),
+                    device=dev)
+    lin = linear_probe(train_f, train_y, test_f, test_y, num_classes, device=dev)
     return {"knn_top1": round(knn[knn_key(k, t)], 2), "linear_top1": round(lin["top1"], 2),
             "linear_top5": round(lin["top5"], 2), "dim": int(train_f.shape[1]), "knn_k": k, "knn_t": t,
             "knn_sweep": {key: round(v, 2) for key, v in knn.items()},
@@ -138,11 +191,22 @@ def backbone_features(net: nn.Module, data: ImageData, cfg: DictConfig, device, 
     train_x, _ = eval_split(data, cfg)
     size, mean, std, bs = int(cfg.data.image_size), list(cfg.data.mean), list(cfg.data.std), int(cfg.eval.batch_size)
 
-    def compute():
-        return {split: extract_features(net, x, size, mean, std, bs, device)
-                for split, x in (("train", train_x), ("test", data.test_x))}
+    splits = (("train", train_x), ("test", data.test_x))
+    key = weights_key(net, data_key(cfg, len(train_x), len(data.test_x)))
+    if is_lazy(train_x):  # streamed: each split straight to a memory-mapped .npy, never whole in memory
+        def compute_mapped(folder: Path | None) -> dict[str, np.ndarray]:
+            return {split: extract_features(net, x, size, mean, std, bs, device,
+                                            MappedRows(len(x), folder / f"{split}.npy" if folder else None))
+                    for split, x in splits}
 
-    return cache.get(name, weights_key(net, data_key(cfg, len(train_x), len(data.test_x))), compute)
+        feats, cached = cache.get_mapped(name, key, ("train", "test"), compute_mapped)
+        list_eval_samples(cache.run_dir, [*data.train_x.take_bad(), *data.test_x.take_bad()])
+        return feats, cached
+
+    def compute():
+        return {split: extract_features(net, x, size, mean, std, bs, device) for split, x in splits}
+
+    return cache.get(name, key, compute)
 
 
 @torch.no_grad()
@@ -163,8 +227,14 @@ def projector_features(method: nn.Module, h: torch.Tensor, x_check: torch.Tensor
             got = method.embed(ref["backbone"])["projector"]
             if not torch.allclose(got.float(), ref["projector"].float(), rtol=1e-4, atol=1e-5):
                 raise RuntimeError("embed() does not factor as head(backbone(x))")
-            return torch.cat([method.embed(h[i:i + batch_size].to(device))["projector"].float().cpu()
-                              for i in range(0, len(h), batch_size)])
+            if isinstance(h, torch.Tensor):
+                return torch.cat([method.embed(h[i:i + batch_size].to(device))["projector"].float().cpu()
+                                  for i in range(0, len(h), batch_size)])
+            out = MappedRows(len(h))  # memory-mapped backbone features in, memory-mapped projections out
+            for i in range(0, len(h), batch_size):
+                part = torch.from_numpy(read_rows(h, slice(i, i + batch_size))).to(device)
+                out.write(method.embed(part)["projector"])
+            return out.finish()
         finally:
             method.backbone = backbone
     finally:
@@ -181,7 +251,22 @@ def _evaluate_backbone(net: nn.Module, data: ImageData, cfg: DictConfig, device,
                          knn_k(cfg, len(train_y), data.num_classes), float(cfg.eval.knn_t), device)
     out["time"] = {"features_s": round(mid - start, 2), "probes_s": round(time.perf_counter() - mid, 2),
                    "features_cached": cached}
+    out["linear_protocol"] = "lbfgs"
+    if cfg.eval.get("protocol") == "sgd" and name != "raw_pixels":
+        with_sgd_linear(out, net, data, cfg, device, cache.run_dir)
     return out, feats
+
+
+def with_sgd_linear(out: dict, net: nn.Module, data: ImageData, cfg: DictConfig, device,
+                    run_dir: Path | None) -> None:
+    """eval.protocol=sgd: linear_top1/top5 become the SGD linear evaluation's (ssl_zoo.linear_eval); the
+    L-BFGS probe's numbers stay under linear_lbfgs."""
+    from ssl_zoo.linear_eval import linear_sgd
+
+    train_x, train_y = eval_split(data, cfg)
+    sgd = linear_sgd(net, out["dim"], data, train_x, train_y, cfg, device, run_dir)
+    out["linear_lbfgs"] = {"top1": out["linear_top1"], "top5": out["linear_top5"]}
+    out.update(linear_top1=sgd["top1"], linear_top5=sgd["top5"], linear_protocol="sgd", linear_sgd=sgd)
 
 
 def evaluate_backbone(net: nn.Module, data: ImageData, cfg: DictConfig, device, cache: FeatureCache,
@@ -202,11 +287,13 @@ def evaluate_method(method: nn.Module, data: ImageData, cfg: DictConfig, device,
     except RuntimeError:  # a method whose embed() is not head(backbone(x)): one full pass instead
         was_training = method.training
         method.eval()
-        z = {split: extract_features(lambda x: method.embed(x)["projector"], x, size, mean, std, bs, device)
+        z = {split: extract_features(lambda x: method.embed(x)["projector"], x, size, mean, std, bs, device,
+                                     MappedRows(len(x)) if is_lazy(x) else None)
              for split, x in (("train", train_x), ("test", data.test_x))}
         method.train(was_training)
     if z["train"] is not None:
         out["projector"] = probe_features(z["train"], train_y, z["test"], data.test_y, data.num_classes,
                                           knn_k(cfg, len(train_y), data.num_classes), float(cfg.eval.knn_t), device)
         out["projector"]["time"] = {"probes_s": round(time.perf_counter() - start, 2)}
+        out["projector"]["linear_protocol"] = "lbfgs"
     return out

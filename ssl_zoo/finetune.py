@@ -28,12 +28,15 @@ from ssl_zoo.views import plain_view, random_resized_crop_flip
 
 
 def check_data(cfg: DictConfig) -> None:
-    """Fine-tuning reads the labelled images as one in-memory tensor: streamed datasets are refused up front."""
+    """Fine-tuning reads the labelled images as one in-memory tensor: streamed datasets are refused up front.
+    (Fine-tuning a streamed ImageNet is a supervised training run of its own, with its own schedule, resumption
+    and multi-GPU needs; the frozen-backbone linear evaluation, eval.protocol=sgd, streams.)"""
     from ssl_zoo.data import STREAMABLE
 
     if cfg.eval.protocol == "finetune" and cfg.data.name in STREAMABLE and cfg.data.get("stream", True):
         raise UserError(f"eval.protocol=finetune needs data={cfg.data.name} in memory: add data.stream=false "
-                        "(small folders), or evaluate with eval.protocol=probes")
+                        "(small folders), or evaluate streamed data with eval.protocol=sgd (linear, frozen "
+                        "backbone) or eval.protocol=probes")
 
 
 def fraction_label(fraction: float) -> str:

@@ -61,6 +61,13 @@ class FinetuneSchema:
 
 
 @dataclass
+class LinearSgdSchema:
+    lr: float = rule(gt=0)
+    nesterov: bool = rule()
+    batch_size: int = rule(gt=0)
+
+
+@dataclass
 class EvalSchema:
     enabled: bool = rule()
     knn_k: int | None = rule(gt=0)
@@ -70,8 +77,10 @@ class EvalSchema:
     raw_pixels: bool = rule()
     batch_size: int = rule(gt=0)
     max_train: int | None = rule(gt=0)
-    protocol: Literal["probes", "finetune"] = rule()
+    protocol: Literal["probes", "finetune", "sgd"] = rule()
     finetune: FinetuneSchema = rule()
+    epochs: int = rule(gt=0)  # eval.protocol=sgd
+    sgd: LinearSgdSchema = rule()
 
 
 @dataclass
@@ -99,6 +108,7 @@ class DataSchema:
     classes: list[str] | None = field(default=None)
     eval_resize: int | None = field(default=None, metadata={"gt": 0})
     max_bad_fraction: float | None = field(default=None, metadata={"ge": 0, "le": 1})
+    decode: Literal["cpu", "gpu"] | None = field(default=None)
 
 
 @dataclass

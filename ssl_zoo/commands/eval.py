@@ -6,9 +6,26 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def _pct(value) -> float:
+    return float("nan") if value is None else value  # a diverged linear evaluation has no accuracy
+
+
 def _row(name: str, r: dict) -> str:
-    return (f"{name:<24}{r['knn_top1']:>10.2f}{r['linear_top1']:>14.2f}{r.get('linear_top5', float('nan')):>14.2f}"
+    return (f"{name:<24}{r['knn_top1']:>10.2f}{_pct(r['linear_top1']):>14.2f}{_pct(r.get('linear_top5')):>14.2f}"
             f"{r.get('dim', 0):>7d}")
+
+
+def _length(run_dir: Path, r: dict) -> str:
+    """'N steps' for a run the user sized in optimizer steps (trainer.steps), else 'N epochs'."""
+    steps = None
+    if (run_dir / "config.yaml").is_file():
+        from omegaconf import OmegaConf
+
+        try:
+            steps = OmegaConf.select(OmegaConf.load(run_dir / "config.yaml"), "trainer.steps")
+        except Exception:  # an unreadable config is reported by the commands that need it
+            steps = None
+    return f"{steps} steps" if steps is not None else f"{r.get('epochs')} epochs"
 
 
 def _knn_grid(sweep: dict[str, float]) -> list[str]:
@@ -28,7 +45,7 @@ def format_results(run_dir: Path, r: dict) -> str:
 
     lines = [f"run: {run_dir}",
              f"{r.get('method')} / {r.get('ablation')} / {r.get('data')} / {r.get('encoder')}, "
-             f"{r.get('epochs')} epochs, seed {r.get('seed')}: {r.get('status')}"]
+             f"{_length(run_dir, r)}, seed {r.get('seed')}: {r.get('status')}"]
     if r.get("status") == "unfinished":
         lines.append(f"  unfinished run: evaluated its latest checkpoint (epoch {r.get('epochs_done')} of "
                      f"{r.get('epochs')}, step {r.get('evaluated_step')}/{r.get('total_steps')}); "
@@ -48,6 +65,13 @@ def format_results(run_dir: Path, r: dict) -> str:
     for key, ft in (r.get("finetune") or {}).items():  # eval.protocol=finetune (ssl_zoo/finetune.py)
         score = "diverged" if ft.get("top1") is None else f"top-1 {ft['top1']:.2f}, top-5 {ft['top5']:.2f}"
         lines.append(f"fine-tuned on {key} of the labels ({ft['n_labels']} images, {ft.get('steps')} steps): {score}")
+    sgd = r.get("linear_sgd")
+    if sgd:  # eval.protocol=sgd (ssl_zoo/linear_eval.py)
+        score = "diverged" if sgd.get("top1") is None else f"top-1 {sgd['top1']:.2f}"
+        lines.append(f"linear top-1 above: eval.protocol=sgd, a linear classifier on the frozen backbone trained "
+                     f"{sgd['epochs']} epochs on crop + flip views of {sgd['n_train']} images (SGD lr {sgd['lr']:g}, "
+                     f"batch {sgd['batch_size']}, cosine, no weight decay): {score}; the L-BFGS probe on "
+                     f"centre-crop features gives {r['linear_lbfgs']['top1']:.2f}")
     lin = r.get("linear", {})
     if lin:
         lines.append(f"linear probe: L-BFGS logistic regression on standardised features; weight decay {lin['wd']:g} "

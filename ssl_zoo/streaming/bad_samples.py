@@ -37,3 +37,22 @@ class BadSampleLog:
             raise UserError(f"{len(self.seen)} of {self.dataset_size} samples could not be read or decoded, more "
                             f"than data.max_bad_fraction={self.max_fraction:g}{where}; fix or remove them, or "
                             "raise data.max_bad_fraction")
+
+
+def list_eval_samples(run_dir: Path | None, entries: list[Entry]) -> None:
+    """Unreadable images met by the evaluation (replaced like training ones), listed in the same file as
+    `eval<TAB>file<TAB>reason` lines, each file once. They do not count towards data.max_bad_fraction."""
+    if run_dir is None or not entries or not run_dir.is_dir():
+        return
+    path = run_dir / FILE_NAME
+    listed = set()
+    if path.is_file():
+        listed = {line.split("\t")[1] for line in path.read_text().splitlines() if line.startswith("eval\t")}
+    new = []
+    for _, file, reason in entries:
+        if file not in listed:
+            listed.add(file)
+            new.append(f"eval\t{file}\t{' '.join(reason.split())}\n")
+    if new:
+        with open(path, "a") as f:
+            f.write("".join(new))

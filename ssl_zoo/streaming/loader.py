@@ -23,6 +23,7 @@ from ssl_zoo.streaming.index import Index, default_cache_dir, folder_classes, lo
 from ssl_zoo.streaming.sampling import CROP_STREAM, center_crop_box, replacement, resized_crop_box, sample_rng
 
 MAX_REPLACEMENTS = 10
+LABELLED_STREAM = 3  # the order of a linear evaluation's epochs (crop boxes keep sampling.CROP_STREAM)
 EVAL_SEED = 0  # eval subsets (eval.max_train, monitor images) come from one fixed shuffle of each split
 
 
@@ -68,6 +69,32 @@ class TrainBatches(_Samples):
         super().__init__(index, seed)
         self.specs = specs
 
+    def boxes(self, i: int, epoch: int, width: int, height: int) -> list[tuple[int, int, int, int]]:
+        """The crop box of every view of sample i (recipes in order, n each), from (seed, epoch, i, view)."""
+        out, view = [], 0
+        for spec in self.specs:
+            for _ in range(spec.n):
+                rng = sample_rng(CROP_STREAM, self.seed, epoch, i, view)
+                out.append(resized_crop_box(width, height, spec.scale, spec.ratio, rng))
+                view += 1
+        return out
+
+    def sample_crops(self, i: int, epoch: int, bad: list[Entry]) -> tuple[list[np.ndarray], int]:
+        """(every view's uint8 [size, size, 3] crop, label) of sample i decoded with PIL; an unreadable sample
+        is replaced by its deterministic stand-in (whose label it then carries), its crop boxes stay i's draws."""
+        img, used = self.image(i, epoch, bad)
+        sizes = [spec.size for spec in self.specs for _ in range(spec.n)]
+        crops = [resized_crop(img, box, size) for box, size in zip(self.boxes(i, epoch, *img.size), sizes)]
+        return crops, int(self.index.rows[used]["label"])
+
+    def place(self, out: list, k: int, b: int, crops: list) -> None:
+        """Puts sample k's view crops into the per-recipe batches: crop j of recipe r at row j*B + k."""
+        view = 0
+        for spec, buf in zip(self.specs, out):
+            for j in range(spec.n):
+                buf[j * b + k] = crops[view]
+                view += 1
+
     def __getitem__(self, key: tuple[int, np.ndarray]):
         epoch, rows = key
         b = len(rows)
@@ -75,32 +102,27 @@ class TrainBatches(_Samples):
         labels = np.empty(b, dtype=np.int64)
         bad: list[Entry] = []
         for k, i in enumerate(rows):
-            img, used = self.image(int(i), epoch, bad)
-            labels[k] = self.index.rows[used]["label"]
-            view = 0
-            for spec, buf in zip(self.specs, out):
-                for j in range(spec.n):  # crop j of recipe r for sample k sits at row j*B + k
-                    rng = sample_rng(CROP_STREAM, self.seed, epoch, int(i), view)
-                    buf[j * b + k] = resized_crop(img, resized_crop_box(*img.size, spec.scale, spec.ratio, rng),
-                                                  spec.size)
-                    view += 1
+            crops, labels[k] = self.sample_crops(int(i), epoch, bad)
+            self.place(out, k, b, crops)
         crops = [torch.from_numpy(o).permute(0, 3, 1, 2).contiguous() for o in out]
         return crops, torch.from_numpy(labels), bad
 
 
 class EvalBatches(_Samples):
-    """rows -> uint8 [B, 3, size, size]: Resize(resize) of the shorter side + CenterCrop(size)."""
+    """rows -> (uint8 [B, 3, size, size]: Resize(resize) of the shorter side + CenterCrop(size), unreadable
+    entries)."""
 
     def __init__(self, index: Index, size: int, resize: int):
         super().__init__(index, EVAL_SEED)
         self.size, self.resize = size, resize
 
-    def __getitem__(self, rows: np.ndarray) -> torch.Tensor:
+    def __getitem__(self, rows: np.ndarray) -> tuple[torch.Tensor, list[Entry]]:
         out = np.empty((len(rows), self.size, self.size, 3), dtype=np.uint8)
+        bad: list[Entry] = []
         for k, i in enumerate(rows):
-            img, _ = self.image(int(i), 0, [])  # eval: the same replacement every time
+            img, _ = self.image(int(i), 0, bad)  # eval: the same replacement every time
             out[k] = resized_crop(img, center_crop_box(*img.size, self.size, self.resize), self.size)
-        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), bad
 
 
 def _as_is(batch):
@@ -118,8 +140,10 @@ class LazyImages:
     (the evaluation treats it as the uint8 tensor of the in-memory datasets), `x.batches(n)` decodes in
     DataLoader workers, batch by batch, in order."""
 
-    def __init__(self, index: Index, rows: np.ndarray, size: int, resize: int, workers: int):
+    def __init__(self, index: Index, rows: np.ndarray, size: int, resize: int, workers: int,
+                 bad: list[Entry] | None = None):
         self.index, self.rows, self.size, self.resize, self.workers = index, rows, size, resize, workers
+        self.bad: list[Entry] = [] if bad is None else bad  # unreadable images met so far (shared by slices)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -127,17 +151,27 @@ class LazyImages:
     def __getitem__(self, item: slice) -> LazyImages:
         if not isinstance(item, slice):
             raise TypeError("LazyImages takes slices")
-        return LazyImages(self.index, self.rows[item], self.size, self.resize, self.workers)
+        return LazyImages(self.index, self.rows[item], self.size, self.resize, self.workers, self.bad)
 
     def to(self, device) -> torch.Tensor:
         if self.workers and len(self.rows) > 64:  # e.g. the 1024 monitor images: decoded in the workers
             return torch.cat(list(self.batches(64))).to(device)
-        return EvalBatches(self.index, self.size, self.resize)[self.rows].to(device)
+        x, bad = EvalBatches(self.index, self.size, self.resize)[self.rows]
+        self.bad.extend(bad)
+        return x.to(device)
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         keys = [self.rows[i:i + batch_size] for i in range(0, len(self.rows), batch_size)]
         workers = min(self.workers, len(keys))
-        yield from _loader(EvalBatches(self.index, self.size, self.resize), keys, workers, False)
+        for x, bad in _loader(EvalBatches(self.index, self.size, self.resize), keys, workers, False):
+            self.bad.extend(bad)
+            yield x
+
+    def take_bad(self) -> list[Entry]:
+        """The unreadable images met since the last call (each listed once by the caller)."""
+        out = list(self.bad)
+        self.bad.clear()
+        return out
 
 
 @dataclass
@@ -154,16 +188,33 @@ class StreamedData:
     test_y: torch.Tensor
     workers: int
     max_bad_fraction: float
+    decode: str = "cpu"  # data.decode: cpu (PIL in the workers) | gpu (nvjpeg in this process, ssl_zoo.streaming.gpu_decode)
 
     def train_loader(self, specs: list[CropSpec], seed: int, epoch: int, order: np.ndarray, batches: range,
-                     batch_size: int, rank: int, world: int, pin: bool) -> DataLoader:
+                     batch_size: int, rank: int, world: int, pin: bool):
         """Batches `batches` of the epoch whose order (positions into pretrain_rows) is `order`; this rank's
-        part of each global batch."""
+        part of each global batch: (per recipe crops, labels, unreadable entries) items."""
         keys = []
         for i in batches:
             start = i * batch_size * world + rank * batch_size
             keys.append((epoch, self.pretrain_rows[order[start:start + batch_size]]))
-        return _loader(TrainBatches(self.train, specs, seed), keys, self.workers, pin)
+        return self._crops(specs, seed, keys, pin)
+
+    def labelled_loader(self, rows: np.ndarray, specs: list[CropSpec], seed: int, epoch: int, batch_size: int,
+                        pin: bool):
+        """One epoch over `rows` of train (the labelled images of a linear evaluation) in an order drawn from
+        (seed, epoch), every batch whole but the last; items as train_loader's."""
+        order = np.random.default_rng([LABELLED_STREAM, seed, epoch]).permutation(len(rows))
+        keys = [(epoch, rows[order[i:i + batch_size]]) for i in range(0, len(rows), batch_size)]
+        return self._crops(specs, seed, keys, pin)
+
+    def _crops(self, specs: list[CropSpec], seed: int, keys: list, pin: bool):
+        if self.decode != "gpu":
+            return _loader(TrainBatches(self.train, specs, seed), keys, self.workers, pin)
+        from ssl_zoo.streaming.gpu_decode import DeviceDecoded, DeviceDecoder, EncodedTrainBatches
+
+        loader = _loader(EncodedTrainBatches(self.train, specs, seed), keys, self.workers, False)
+        return DeviceDecoded(loader, DeviceDecoder(TrainBatches(self.train, specs, seed), "cuda"))
 
 
 def default_workers() -> int:
@@ -205,6 +256,10 @@ def load_streamed(cfg) -> StreamedData:
         raise UserError(f"data.eval_resize={resize} is smaller than data.image_size={size}: the centre crop would "
                         "leave the image; set data.eval_resize >= data.image_size (or null)")
     workers = default_workers() if cfg.get("workers") is None else int(cfg.workers)
+    decode = str(cfg.get("decode") or "cpu")
+    if decode == "gpu" and not torch.cuda.is_available():
+        raise UserError("data.decode=gpu decodes JPEGs with nvjpeg on a CUDA device, and none is visible; "
+                        "set data.decode=cpu")
     shuffled = [np.random.default_rng(EVAL_SEED).permutation(len(ix)) for ix in (train, val)]
     n = cfg.get("train_subset")
     train_rows = shuffled[0][:int(n)] if n is not None else shuffled[0]
@@ -214,4 +269,4 @@ def load_streamed(cfg) -> StreamedData:
         train_y=torch.from_numpy(train.labels()[train_rows]),
         test_x=LazyImages(val, shuffled[1], size, resize, workers),
         test_y=torch.from_numpy(val.labels()[shuffled[1]]),
-        workers=workers, max_bad_fraction=float(cfg.get("max_bad_fraction", 0.01)))
+        workers=workers, max_bad_fraction=float(cfg.get("max_bad_fraction", 0.01)), decode=decode)
