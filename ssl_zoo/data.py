@@ -4,6 +4,7 @@ so views are made batched, without per-sample loaders."""
 from __future__ import annotations
 
 import gzip
+import pickle
 import struct
 import zlib
 from dataclasses import dataclass, replace
@@ -76,8 +77,15 @@ def _find_idx(root: Path, stem: str) -> Path:
 
 
 def load_fashion_mnist(root: Path) -> ImageData:
-    parts = [read_idx(_find_idx(root, f"{s}-{k}-idx{n}-ubyte"))
-             for s in ("train", "t10k") for k, n in (("images", 3), ("labels", 1))]
+    parts = []
+    for split in ("train", "t10k"):
+        for kind, ndim in (("images", 3), ("labels", 1)):
+            path = _find_idx(root, f"{split}-{kind}-idx{ndim}-ubyte")
+            array = read_idx(path)
+            if array.ndim != ndim or (kind == "images" and array.shape[1:] != (28, 28)):
+                raise UserError(f"{path} holds an array of shape {tuple(array.shape)}, not "
+                                f"{'N x 28 x 28 images' if kind == 'images' else 'N labels'} (the wrong file?)")
+            parts.append(array)
     xtr, ytr, xte, yte = parts
     if len(xtr) != len(ytr) or len(xte) != len(yte):
         raise UserError(f"Fashion-MNIST under {root} has mismatched image/label counts (truncated files?)")
@@ -91,6 +99,13 @@ def _torchvision(cls, root: Path, download: bool, **split) -> tuple[np.ndarray, 
     except RuntimeError as err:
         raise UserError(f"{cls.__name__} not found under {root}: {err} (set data.root, or data.download=true "
                         "with a network)") from err
+    except OSError as err:  # urllib's URLError (no network), a full disk, an unwritable root
+        reason = getattr(err, "reason", None) or err.strerror or err
+        raise UserError(f"cannot {'download' if download else 'read'} {cls.__name__} into {root}: {reason}"
+                        + (" (no network? put the files under data.root and set data.download=false)"
+                           if download else "")) from err
+    except (ValueError, EOFError, pickle.UnpicklingError) as err:  # a damaged batch file that passed the checksum
+        raise UserError(f"{cls.__name__} under {root} is unreadable ({type(err).__name__}); re-download it") from err
     labels = getattr(ds, "targets", None)
     labels = ds.labels if labels is None else labels
     return ds.data, np.asarray(labels, dtype=np.int64)
@@ -108,21 +123,55 @@ def load_torchvision_data(name: str, root: Path, download: bool) -> ImageData:
     return ImageData(_nchw(xtr), torch.as_tensor(ytr), _nchw(xte), torch.as_tensor(yte), 10, _nchw(xun))
 
 
-def load_image_folder(root: Path, size: int) -> ImageData:
-    """root/train/<class>/* and root/val/<class>/*, decoded and resized once to size x size RGB."""
+def _decode(path: Path, size: int) -> np.ndarray:
     from PIL import Image
-    from torchvision.datasets import ImageFolder
 
-    splits = []
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:  # PIL's errors for bad files
+        reason = (str(err).splitlines() or [""])[0][:100] or type(err).__name__
+        raise UserError(f"cannot decode image {path}: {reason} (a corrupt, empty or truncated file; replace or "
+                        "remove it)") from err
+
+
+def load_image_folder(root: Path, size: int, classes: list[str] | None = None) -> ImageData:
+    """root/train/<class>/* and root/val/<class>/*, decoded and resized once to size x size RGB. Class ids are
+    those of the streamed path (ssl_zoo.streaming.index): train/'s sorted class folders (or data.classes), the
+    same ids for val/, whose classes must be among them."""
+    from ssl_zoo.streaming.index import build_folder_index, folder_classes
+
     for split in ("train", "val"):
         if not (root / split).is_dir():
             raise UserError(f"image folder {root} needs {split}/<class>/ sub-folders")
-        ds = ImageFolder(str(root / split))
-        images = np.stack([np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR))
-                           for p, _ in ds.samples])
-        splits.append((_nchw(images), torch.as_tensor(ds.targets), len(ds.classes)))
-    (xtr, ytr, k), (xte, yte, _) = splits
-    return ImageData(xtr, ytr, xte, yte, k)
+    names = folder_classes(root / "train", classes)
+    splits = []
+    for split in ("train", "val"):
+        index = build_folder_index(root / split, names, is_train=split == "train")
+        if len(index) == 0:
+            raise UserError(f"{root / split} holds no images in class folders ({', '.join(names[:3])}, ...)")
+        images = np.stack([_decode(index.file_path(int(f)), size) for f in index.rows["file"]])
+        splits.append((_nchw(images), torch.from_numpy(index.labels())))
+    (xtr, ytr), (xte, yte) = splits
+    return ImageData(xtr, ytr, xte, yte, len(names))
+
+
+def check_labels(data: ImageData, name: str, declared: int | None) -> None:
+    """Labels a probe can score: both splits non-empty, every label in [0, num_classes) (and below the
+    dataset's declared data.num_classes). A label outside would be scored as a wrong answer, or crash."""
+    k = int(data.num_classes)
+    if declared is not None and k > int(declared):
+        raise UserError(f"{name} has {k} classes but data.num_classes={declared}; fix the data or the setting")
+    for split, x, y in (("train", data.train_x, data.train_y), ("test", data.test_x, data.test_y)):
+        if len(y) == 0:
+            raise UserError(f"the {name} {split} split is empty: nothing to {'train' if split == 'train' else 'score'}"
+                            " on")
+        if len(x) != len(y):
+            raise UserError(f"the {name} {split} split has {len(x)} images but {len(y)} labels")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= k:
+            raise UserError(f"the {name} {split} labels run from {low} to {high}, outside the {k} classes "
+                            f"0..{k - 1}; fix the labels (or data.num_classes)")
 
 
 STREAMABLE = ("imagefolder", "imagenet", "imagenet100", "webdataset")  # streamed unless data.stream=false
@@ -147,12 +196,15 @@ def load_data(cfg) -> ImageData:
 
             if int(cfg.channels) != 3:
                 raise UserError(f"data.channels={cfg.channels}: streamed images are decoded as RGB; set 3")
-            return load_streamed(cfg)  # data.train_subset is applied there (a class-balanced subset)
+            data = load_streamed(cfg)  # data.train_subset is applied there (a class-balanced subset)
+            check_labels(data, name, cfg.get("num_classes"))
+            return data
         if cfg.get("format", "folder") != "folder":
             raise UserError("data.stream=false decodes image folders only; stream WebDataset shards")
-        data = load_image_folder(root, int(cfg.image_size))
+        data = load_image_folder(root, int(cfg.image_size), list(cfg.classes) if cfg.get("classes") else None)
     else:
         raise UserError(f"unknown dataset '{name}'")
+    check_labels(data, name, cfg.get("num_classes"))
     n = cfg.get("train_subset")  # set by experiments on a budget (collapse_study): the first n labelled images
     if n is not None:
         data = replace(data, train_x=data.train_x[:int(n)], train_y=data.train_y[:int(n)])

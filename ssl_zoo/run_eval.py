@@ -5,21 +5,23 @@ The trained numbers always come from the ONLINE backbone (method.backbone), neve
 
 from __future__ import annotations
 
+import functools
+import os
 import time
 from pathlib import Path
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from ssl_zoo import monitors, schema
+from ssl_zoo import monitors, runfiles, schema
 from ssl_zoo.checkpoint import load_checkpoint, write_json
 from ssl_zoo.data import ImageData, load_data
 from ssl_zoo.errors import UserError
 from ssl_zoo.evaluation import FeatureCache, evaluate_backbone, evaluate_method
 from ssl_zoo.finetune import check_data as check_finetune_data
 from ssl_zoo.finetune import evaluate_finetune
-from ssl_zoo.rundir import read_results
 from ssl_zoo.trainer import build_method, pick_device, pretrain_size, run_length
 
 # What the online probe number is (printed next to it): users of other frameworks mix online and offline numbers.
@@ -51,52 +53,91 @@ def evaluate_trained(method: nn.Module, data: ImageData, cfg: DictConfig, device
 
 
 def load_run_config(run_dir: Path) -> DictConfig:
+    """A run directory's config.yaml, held against the same schema a new run's config is (a hand-edited value
+    that training would refuse is refused here too, in one line, before anything is loaded or written)."""
     if not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} does not exist")
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise UserError(f"{run_dir} is not an ssl-zoo run directory (no config.yaml)")
+        raise UserError(f"run directory {run_dir} does not exist" if not run_dir.exists()
+                        else f"{run_dir} is a file, not a run directory")
+    cfg, problem = runfiles.read_config(run_dir)
+    if cfg is None:
+        raise UserError(f"{run_dir} is not an ssl-zoo run directory (no config.yaml)" if problem is None
+                        else f"{problem}; it is not a usable ssl-zoo run config")
+    cfg = _with_defaults(cfg)
     try:
-        cfg = OmegaConf.load(path)
-        for key in ("method.name", "data.name", "encoder.name", "trainer.epochs", "seed"):
-            if OmegaConf.select(cfg, key) is None:
-                raise ValueError(f"no {key}")
-    except Exception as err:
-        raise UserError(f"{path} is not a readable ssl-zoo run config ({err})") from err
-    return _with_eval_defaults(cfg)
-
-
-def _with_eval_defaults(cfg: DictConfig) -> DictConfig:
-    """eval.* keys added to ssl-zoo after the run was made take their shipped defaults (eval settings are not
-    part of a run's identity), so `ssl-zoo eval eval.protocol=finetune` works on older runs too."""
-    from ssl_zoo.config import load_config
-
-    shipped = OmegaConf.to_container(load_config([]).eval)
-    own = OmegaConf.to_container(cfg.eval) if "eval" in cfg else {}
-    cfg.eval = OmegaConf.merge(shipped, own)
+        OmegaConf.resolve(cfg)
+        schema.check(cfg, schema.ConfigSchema)
+        schema.check_heads(cfg.method)
+        schema.check_method_knobs(cfg.method)
+    except UserError as err:
+        raise UserError(f"{run_dir / runfiles.CONFIG}: {err}") from err
+    except OmegaConfBaseException as err:
+        raise UserError(f"{run_dir / runfiles.CONFIG}: {(str(err).splitlines() or [''])[0]}") from err
     return cfg
 
 
+def _with_defaults(cfg: DictConfig) -> DictConfig:
+    """Keys added to ssl-zoo after the run was made take their shipped defaults: eval.* (not part of a run's
+    identity, so `ssl-zoo eval eval.protocol=finetune` works on older runs too) and the top-level, trainer and
+    monitor keys that did not exist then (they were added at the defaults that reproduce older runs)."""
+    shipped = _shipped_defaults()
+    for node in ("eval", "trainer", "monitor"):
+        own = cfg.get(node)
+        own = OmegaConf.to_container(own) if isinstance(own, DictConfig) else ({} if own is None else own)
+        if isinstance(own, dict):  # anything else is left for the schema check to name
+            cfg[node] = OmegaConf.merge(shipped[node], own)
+    for key in ("deterministic", "device", "out_dir", "run_name", "resume", "logger", "progress_bar"):
+        if key not in cfg:
+            cfg[key] = shipped[key]
+    return cfg
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_defaults() -> dict:
+    """The shipped config as plain data (composed once per process; callers merge copies of its nodes)."""
+    from ssl_zoo.config import load_config
+
+    return OmegaConf.to_container(load_config([]))
+
+
 def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """`eval.*` and `device` may be changed at evaluation time; the rest is the run's own config."""
+    """`eval.*` and `device` may be changed at evaluation time; the rest is the run's own config. The changed
+    config is held against the same schema (types and ranges) as a new run's."""
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not (key.startswith("eval.") or key == "device"):
             raise UserError(f"'{item}': ssl-zoo eval takes run_dir=<path> plus eval.<key>=<value> or device=<value>")
-        old = OmegaConf.select(cfg, key, default="<missing>")
-        if old == "<missing>":
+        try:
+            old = OmegaConf.select(cfg, key, default="<missing>")
+        except OmegaConfBaseException:
+            old = "<missing>"
+        if isinstance(old, str) and old == "<missing>":
             raise UserError(f"unknown config key '{key}'")
-        new = yaml.safe_load(value)
+        try:
+            new = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise UserError(f"{item}: the value is not readable ({type(err).__name__})") from err
         if isinstance(old, ListConfig):
             old = list(old)
+        if isinstance(old, DictConfig):
+            raise UserError(f"{key} is a group of keys; set its keys ({key}.<name>=<value>)")
         if old is not None and new is not None and not isinstance(new, type(old)) and not (
                 isinstance(old, float) and isinstance(new, int)):
             raise UserError(f"{key} must be {type(old).__name__}, got {value!r}")
         OmegaConf.update(cfg, key, new)
     schema.check(cfg.eval, schema.EvalSchema, "eval.")  # types and ranges (eval.knn_k=null accepts any type above)
-    if cfg.device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"device={cfg.device} is not one of auto, cpu, cuda")
+    schema.check(cfg, schema.ConfigSchema)  # device and the rest, as training checks them
     return cfg
+
+
+def check_eval_fits(cfg: DictConfig, data: ImageData) -> None:
+    """Probe settings that would give a number other than the one they name: more kNN neighbours than the
+    probes' train images (k would silently shrink)."""
+    n_train = len(data.train_y) if cfg.eval.get("max_train") is None else min(len(data.train_y),
+                                                                              int(cfg.eval.max_train))
+    k = cfg.eval.get("knn_k")
+    if k is not None and int(k) > n_train:
+        raise UserError(f"eval.knn_k={k} is more than the {n_train} train images the probes use; set eval.knn_k "
+                        f"<= {n_train} (or null: chosen from the data)")
 
 
 def evaluate_run_dir(run_dir: Path, overrides: list[str] = ()) -> dict:
@@ -107,11 +148,19 @@ def evaluate_run_dir(run_dir: Path, overrides: list[str] = ()) -> dict:
     start = time.perf_counter()
     cfg = apply_overrides(load_run_config(run_dir), list(overrides))
     check_finetune_data(cfg)
+    if not os.access(run_dir, os.W_OK | os.X_OK):  # before minutes of probes whose results could not be kept
+        raise UserError(f"cannot write to {run_dir} (read-only or permission denied): evaluating it would lose "
+                        "the results")
+    previous, problem = runfiles.read_results(run_dir)
+    if problem:
+        raise UserError(f"{problem}; move it away to evaluate the run again (it is never overwritten)")
+    previous = previous or {}
     device = pick_device(cfg)
     state = load_checkpoint(run_dir)
     if state is None:
         raise UserError(f"{run_dir} has no checkpoint yet (checkpoints/last.pt): nothing to evaluate")
     data = load_data(cfg.data)
+    check_eval_fits(cfg, data)
     method = build_method(cfg)
     try:
         method.load_state_dict(state["method"])
@@ -120,7 +169,6 @@ def evaluate_run_dir(run_dir: Path, overrides: list[str] = ()) -> dict:
     method.to(device)
     rows, step = list(state.get("rows", [])), int(state["step"])
     total = run_length(cfg, pretrain_size(data) // int(cfg.trainer.batch_size))
-    previous = read_results(run_dir) or {}
     status = previous.get("status")
     if status in (None, "unfinished", "failed"):  # a crash after the last step (in evaluation) ends here
         status = "finished" if step >= total else "unfinished"
