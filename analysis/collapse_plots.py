@@ -11,27 +11,22 @@ pyplot, so importing this changes no global backend.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter
 
-from ssl_zoo.analysis.compare_plots import integer_axis
+from ssl_zoo.analysis.compare_plots import integer_axis, save_png
 
 EMBEDDINGS = {"": "projector output", "backbone_": "backbone features"}
 PALETTE = "tab10"
 
 
 def _save(fig: Figure, path: Path) -> None:
-    FigureCanvasAgg(fig)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    save_png(fig, path, dpi=120)
 
 
 def _axes(rows: int, cols: int, width: float, height: float) -> tuple[Figure, np.ndarray]:

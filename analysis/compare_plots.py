@@ -6,8 +6,9 @@ this module changes no global backend."""
 
 from __future__ import annotations
 
+import io
 import math
-import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -36,11 +37,29 @@ def probe_table(runs: pd.DataFrame) -> pd.DataFrame:
     return table.dropna(subset=["accuracy"])
 
 
-def _save(fig: Figure, path: Path) -> None:
+def save_png(fig: Figure, path: Path, dpi: int = 130) -> None:
+    """Rendered in memory and written whole (ssl_zoo.checkpoint's atomic write: a failure is one line)."""
+    from ssl_zoo.checkpoint import atomic_write_bytes
+
     FigureCanvasAgg(fig)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=130, bbox_inches="tight")
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def draw(plot: Callable[[Path], bool], path: Path, skipped: list[str]) -> bool:
+    """One plot (True when drawn). Values a hand-edited run file holds that the plotting libraries reject leave
+    that plot out, named in `skipped`, instead of failing the whole verb."""
+    try:
+        return plot(path)
+    except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError, OverflowError) as err:
+        skipped.append(f"{path.name}: cannot be drawn from these runs ({type(err).__name__}: "
+                       f"{(str(err).splitlines() or [''])[0][:80]})")
+        return False
+
+
+def _save(fig: Figure, path: Path) -> None:
+    save_png(fig, path)
 
 
 def _grid(n: int, width: float, height: float) -> tuple[Figure, list]:

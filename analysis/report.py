@@ -9,7 +9,6 @@ the curves from metrics.csv and the spectra from spectrum.npy / spectrum_backbon
 from __future__ import annotations
 
 import html
-import json
 import math
 import time
 from pathlib import Path
@@ -18,8 +17,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from ssl_zoo import runfiles
 from ssl_zoo.analysis import collapse_plots
-from ssl_zoo.analysis.compare_plots import epochs_text
+from ssl_zoo.analysis.compare_plots import draw, epochs_text
 from ssl_zoo.analysis.results import gather_runs, read_metrics
 from ssl_zoo.monitors import COLLAPSE_RULE
 
@@ -65,26 +65,26 @@ PLOTS = [("collapse_heatmap.png", "Linear top-1 per method and ablation, collaps
 
 
 def _results(run_dir: str) -> dict:
-    try:
-        return json.loads((Path(run_dir) / "results.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+    """results.json when usable (an unusable one is already named by gather_runs), else {}."""
+    return runfiles.read_results(Path(run_dir))[0] or {}
 
 
 def _num_outputs(run_dir: str) -> float:
-    try:
-        k = OmegaConf.select(OmegaConf.load(Path(run_dir) / "config.yaml"), "method.head.num_prototypes")
-    except Exception:  # an unreadable config is already listed as such by gather_runs
-        return float("nan")
-    return float(k) if k else float("nan")
+    k = _config_value(run_dir, "method.head.num_prototypes")
+    return float(k) if isinstance(k, int) and not isinstance(k, bool) and k > 1 else float("nan")
 
 
-def load_study(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(runs, per-epoch metrics, final spectra) of every run below sweep_dir."""
-    runs = gather_runs([sweep_dir])
+def load_study(sweep_dir: Path, skipped: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(runs, per-epoch metrics, final spectra) of every run below sweep_dir; files that could not be used are
+    named in `skipped`."""
+    skipped = [] if skipped is None else skipped
+    runs = gather_runs([sweep_dir], skipped)
     runs = runs.dropna(subset=["method"]).copy()
     runs["ablation"] = runs["ablation"].fillna("none")
-    extra = pd.DataFrame([{k: _results(d).get(k) for k in FINAL} for d in runs["run_dir"]], index=runs.index)
+    extra = pd.DataFrame([{k: _results(d).get(k) for k in FINAL} for d in runs["run_dir"]], index=runs.index,
+                         columns=FINAL)
+    for column in FINAL[:-1]:  # numbers (a hand-edited value that is not one is left out)
+        extra[column] = pd.to_numeric(extra[column], errors="coerce")
     runs = pd.concat([runs, extra], axis=1)
     runs["num_outputs"] = [_num_outputs(d) for d in runs["run_dir"]]
     frames, spectra, images = [], [], []
@@ -94,10 +94,11 @@ def load_study(sweep_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
             frames.append(m.assign(method=run.method, ablation=run.ablation, seed=run.seed, run_dir=run.run_dir))
         n = _results(run.run_dir).get("monitor_images")
         for prefix, name in (("", "spectrum.npy"), ("backbone_", "spectrum_backbone.npy")):
-            path = Path(run.run_dir) / name
-            if not path.exists():
+            ev, problem = runfiles.read_spectrum(Path(run.run_dir) / name)
+            if ev is None:
+                skipped += [problem] if problem else []
                 continue
-            ev, cut = sample_limited(np.load(path), _dim(m, prefix))
+            ev, cut = sample_limited(ev, _dim(m, prefix))
             n = n or cut
             ev = np.clip(ev, 0, None)
             ev = ev / max(ev.sum(), 1e-30)
@@ -124,15 +125,17 @@ def sample_limited(ev: np.ndarray, dim: int | None) -> tuple[np.ndarray, int | N
 def _dim(metrics: pd.DataFrame | None, prefix: str) -> int | None:
     """The embedding dimension d, from the logged healthy z_std 1/sqrt(d)."""
     column = f"{prefix}z_std_ref"
-    if metrics is None or column not in metrics or metrics[column].dropna().empty:
+    if metrics is None or column not in metrics:
         return None
-    return round(float(metrics[column].dropna().iloc[-1]) ** -2)
+    healthy = metrics[column][(metrics[column] > 0) & (metrics[column] <= 1)]  # 1/sqrt(d) for some d >= 1
+    return round(float(healthy.iloc[-1]) ** -2) if len(healthy) else None
 
 
 def _config_value(run_dir: str, key: str):
+    cfg = runfiles.read_config(Path(run_dir))[0]  # an unusable config is already named by gather_runs
     try:
-        return OmegaConf.select(OmegaConf.load(Path(run_dir) / "config.yaml"), key)
-    except Exception:  # unreadable config: listed as such by gather_runs
+        return OmegaConf.select(cfg, key, default=None) if cfg is not None else None
+    except Exception:  # an interpolation that does not resolve: the value is unknown
         return None
 
 
@@ -208,41 +211,46 @@ def paper_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
                            f"{'did not collapse' if expected else 'collapsed'} (z_std {z:.3f}"
                            + (f", linear {acc:.1f}%)." if acc == acc else ")."))
         rows.append({"method": method, "ablation": ablation, "paper": finding, "here": here, "agrees": agree})
-    return pd.DataFrame(rows), differs
+    return pd.DataFrame(rows, columns=["method", "ablation", "paper", "here", "agrees"]), differs
 
 
 def _settings(runs: pd.DataFrame) -> str:
-    try:
-        cfg = OmegaConf.load(Path(runs["run_dir"].iloc[0]) / "config.yaml")
-    except Exception:
+    if runs.empty:
         return ""
-    return (f"data {cfg.data.name} (train_subset {cfg.data.get('train_subset')}), encoder {cfg.encoder.name} "
-            f"(width {cfg.encoder.get('width')}), {epochs_text(cfg.trainer.epochs)}, batch {cfg.trainer.batch_size}, "
-            f"monitor on {_images(runs)} held-out test images")
+    d = runs["run_dir"].iloc[0]
+    epochs = _config_value(d, "trainer.epochs")
+    return (f"data {_config_value(d, 'data.name')} (train_subset {_config_value(d, 'data.train_subset')}), "
+            f"encoder {_config_value(d, 'encoder.name')} (width {_config_value(d, 'encoder.width')}), "
+            f"{epochs_text(epochs) if isinstance(epochs, int) else '? epochs'}, "
+            f"batch {_config_value(d, 'trainer.batch_size')}, monitor on {_images(runs)} held-out test images")
 
 
 def _images(runs: pd.DataFrame) -> str:
-    counts = sorted({int(n) for n in runs.get("monitor_images", pd.Series(dtype=float)).dropna()})
+    values = pd.to_numeric(runs.get("monitor_images", pd.Series(dtype=float)), errors="coerce").dropna()
+    counts = sorted({int(n) for n in values if n >= 0})
     return "/".join(map(str, counts)) or "?"
 
 
-def write_report(sweep_dir: Path, out_dir: Path) -> tuple[Path, Path]:
-    """Writes report.md, report.html, collapse_runs.csv and the PNGs into out_dir; returns (md, html) paths."""
+def write_report(sweep_dir: Path, out_dir: Path, skipped: list[str] | None = None) -> tuple[Path, Path]:
+    """Writes report.md, report.html, collapse_runs.csv and the PNGs into out_dir; returns (md, html) paths.
+    Everything is read and the tables are made before the first file is written; files that could not be used
+    (and plots that could not be drawn from them) are named in `skipped`."""
     from ssl_zoo.checkpoint import atomic_write_text
 
-    runs, metrics, spectra = load_study(sweep_dir)
+    skipped = [] if skipped is None else skipped
+    runs, metrics, spectra = load_study(sweep_dir, skipped)
     runs = runs.iloc[sorted(range(len(runs)), key=lambda i: (*_order(runs["method"].iloc[i], runs["ablation"].iloc[i]),
                                                              runs["seed"].iloc[i]))]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    drawn = {"collapse_heatmap.png": collapse_plots.plot_heatmap(runs, out_dir / "collapse_heatmap.png"),
-             "collapse_z_std.png": collapse_plots.plot_z_std(metrics, out_dir / "collapse_z_std.png"),
-             "collapse_effective_rank.png": collapse_plots.plot_effective_rank(
-                 metrics, out_dir / "collapse_effective_rank.png"),
-             "collapse_spectra.png": collapse_plots.plot_spectra(spectra, out_dir / "collapse_spectra.png"),
-             "collapse_dino.png": collapse_plots.plot_dino(metrics, runs, out_dir / "collapse_dino.png")}
-    plots = [(name, caption) for name, caption in PLOTS if drawn.get(name)]
     table = results_table(runs)
     paper, differs = paper_table(runs)
+    out_dir = runfiles.output_folder(out_dir, "--out")
+    drawn = {name: draw(plot, out_dir / name, skipped) for name, plot in (
+        ("collapse_heatmap.png", lambda path: collapse_plots.plot_heatmap(runs, path)),
+        ("collapse_z_std.png", lambda path: collapse_plots.plot_z_std(metrics, path)),
+        ("collapse_effective_rank.png", lambda path: collapse_plots.plot_effective_rank(metrics, path)),
+        ("collapse_spectra.png", lambda path: collapse_plots.plot_spectra(spectra, path)),
+        ("collapse_dino.png", lambda path: collapse_plots.plot_dino(metrics, runs, path)))}
+    plots = [(name, caption) for name, caption in PLOTS if drawn.get(name)]
     atomic_write_text(out_dir / "collapse_runs.csv", runs.to_csv(index=False))
     wall = pd.to_numeric(runs["wall_s"], errors="coerce").sum()
     head = {"sweep": str(sweep_dir), "runs": f"{len(runs)} ({', '.join(f'{n} {s}' for s, n in runs['status'].value_counts().items())})",

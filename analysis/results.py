@@ -8,13 +8,13 @@ is listed as unreadable.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from ssl_zoo import runfiles
 from ssl_zoo.config import NON_IDENTITY_KEYS, config_hash, encoder_label
 from ssl_zoo.errors import UserError
 
@@ -31,25 +31,31 @@ def find_run_dirs(paths: list[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if not p.exists():
             raise UserError(f"{p} does not exist")
+        if not p.is_dir():
+            raise UserError(f"{p} is a file, not a folder of runs")
         configs = [p / "config.yaml"] if (p / "config.yaml").is_file() else []
         found.update(c.parent for c in [*configs, *p.rglob("config.yaml")] if _is_run_config(c))
     return sorted(found)
 
 
 def _is_run_config(path: Path) -> bool:
+    if not path.is_file():
+        return False
     try:
         cfg = OmegaConf.load(path)
-    except Exception:  # unreadable: still a run directory if it sits next to run files
-        return any((path.parent / f).exists() for f in ("metrics.csv", "results.json", "checkpoints"))
-    return isinstance(cfg, DictConfig) and OmegaConf.select(cfg, "method.name") is not None
+        if isinstance(cfg, DictConfig) and OmegaConf.select(cfg, "method.name", default=None) is not None:
+            return True
+    except Exception:  # unreadable: decided by what sits next to it
+        pass
+    return any((path.parent / f).exists() for f in ("metrics.csv", "results.json", "checkpoints"))
 
 
-def read_metrics(run_dir: Path) -> pd.DataFrame | None:
-    try:
-        df = pd.read_csv(run_dir / "metrics.csv")
-    except (OSError, ValueError, pd.errors.ParserError):
-        return None
-    return df if "epoch" in df and len(df) else None
+def read_metrics(run_dir: Path, skipped: list[str] | None = None) -> pd.DataFrame | None:
+    """metrics.csv checked by ssl_zoo.runfiles; an unusable one is None and its reason goes to `skipped`."""
+    df, problem = runfiles.read_metrics(run_dir)
+    if problem and skipped is not None:
+        skipped.append(problem)
+    return df
 
 
 def _variant(cfg: DictConfig) -> str:
@@ -67,34 +73,39 @@ def _identity(cfg: DictConfig) -> dict:
             and k not in ("seed", "trainer.epochs")}
 
 
-def run_row(run_dir: Path) -> tuple[dict, dict]:
-    """(the run's table row, its flat identity config)."""
+def run_row(run_dir: Path, skipped: list[str] | None = None) -> tuple[dict, dict]:
+    """(the run's table row, its flat identity config). A run whose config.yaml or results.json is unusable is
+    listed as unreadable, and the reason goes to `skipped`."""
+    skipped = [] if skipped is None else skipped
     row: dict = {"run_dir": str(run_dir), "note": ""}
+    cfg, problem = runfiles.read_config(run_dir)
     try:
-        cfg = OmegaConf.load(run_dir / "config.yaml")
+        if cfg is None:
+            raise ValueError(problem or f"{run_dir / runfiles.CONFIG}: missing")
         row.update(method=str(cfg.method.name), ablation=str(OmegaConf.select(cfg, "ablation.name", default="none")),
                    data=str(cfg.data.name), encoder=encoder_label(cfg), epochs=int(cfg.trainer.epochs),
                    seed=int(cfg.seed), variant=_variant(cfg))
         identity = _identity(cfg)
-    except Exception as err:
-        return {**row, "status": "unreadable", "note": f"config.yaml: {err}"[:200]}, {}
-    metrics = read_metrics(run_dir)
+    except Exception as err:  # config_problem's keys are there, but an interpolation or odd node breaks the rest
+        reason = str(err) if cfg is None else f"{run_dir / runfiles.CONFIG}: {type(err).__name__}"
+        skipped.append(reason)
+        return {**row, "status": "unreadable", "note": reason[:200]}, {}
+    metrics = read_metrics(run_dir, skipped)
     if metrics is not None:
         row["epochs_done"] = int(metrics["epoch"].iloc[-1])
-        if "online_probe_acc" in metrics:
-            row["online_probe_acc"] = float(metrics["online_probe_acc"].iloc[-1])
-        if "images_per_s" in metrics:
+        if "online_probe_acc" in metrics and metrics["online_probe_acc"].notna().any():
+            row["online_probe_acc"] = float(metrics["online_probe_acc"].dropna().iloc[-1])
+        if "images_per_s" in metrics and metrics["images_per_s"].notna().any():
             row["images_per_s"] = float(metrics["images_per_s"].mean())
-    path = run_dir / "results.json"
-    if not path.exists():
+    res, problem = runfiles.read_results(run_dir)
+    if problem:
+        skipped.append(problem)
+        return {**row, "status": "unreadable", "note": problem[:200]}, identity
+    if res is None:
         done = row.get("epochs_done", 0)
         row.update(status="unfinished", note=f"no results.json; {done}/{row['epochs']} epochs in metrics.csv")
         return row, identity
-    try:
-        res = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        return {**row, "status": "unreadable", "note": f"results.json: {err}"[:200]}, identity
-    row["status"] = str(res.get("status", "unknown"))
+    row["status"] = str(res.get("status") or "unknown")
     for key in ("knn_top1", "linear_top1", "linear_top5", "online_probe_acc", "wall_s", "images_per_s", "eval_s",
                 "collapsed", "epochs_done"):
         if res.get(key) is not None:
@@ -113,12 +124,18 @@ def run_row(run_dir: Path) -> tuple[dict, dict]:
     return row, identity
 
 
-def gather_runs(paths: list[str | Path]) -> pd.DataFrame:
-    """One row per run directory below the paths, with a `label` naming its setting for tables and plots."""
+def gather_runs(paths: list[str | Path], skipped: list[str] | None = None) -> pd.DataFrame:
+    """One row per run directory below the paths, with a `label` naming its setting for tables and plots.
+    Files that could not be used are named in `skipped` (one reason each); UserError when no run is usable."""
+    skipped = [] if skipped is None else skipped
     run_dirs = find_run_dirs(paths)
+    where = ", ".join(map(str, paths))
     if not run_dirs:
-        raise UserError(f"no ssl-zoo run directories (folders with config.yaml) below {', '.join(map(str, paths))}")
-    pairs = [run_row(d) for d in run_dirs]
+        raise UserError(f"no ssl-zoo run directories (folders with config.yaml) below {where}")
+    pairs = [run_row(d, skipped) for d in run_dirs]
+    if all(row["status"] == "unreadable" for row, _ in pairs):
+        first = next(row["note"] for row, _ in pairs)
+        raise UserError(f"no usable run below {where}: all {len(pairs)} unreadable (first: {first})")
     df = pd.DataFrame([row for row, _ in pairs]).reindex(columns=RUN_COLUMNS)
     df["label"] = _labels(df, [identity for _, identity in pairs])
     return df.sort_values(["data", "encoder", "label", "epochs", "seed"], na_position="last").reset_index(drop=True)

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -137,29 +138,35 @@ def export_run(run_dir: Path, out: Path | None = None) -> Path:
     Refuses (UserError, nothing written) a folder that is not a run, a run without a checkpoint and an
     existing out."""
     from ssl_zoo.run_eval import load_run_config
-    from ssl_zoo.rundir import read_results
+    from ssl_zoo.runfiles import read_results
 
     run_dir = Path(run_dir).expanduser()
     cfg = load_run_config(run_dir)
     out = Path(out).expanduser() if out is not None else run_dir / "export"
     if out.exists():
         raise UserError(f"{out} already exists; it is never overwritten (remove it or pass --out <new folder>)")
+    _check_out_parent(out)
     found = find_checkpoint(run_dir)
     if found is None:
         raise UserError(f"{run_dir} has no checkpoint yet (checkpoints/last.pt): nothing to export")
     ckpt, ckpt_path = found
     state = backbone_state(ckpt["method"])
-    rows = ckpt.get("rows") or []
+    rows = ckpt.get("rows") if isinstance(ckpt.get("rows"), list) else []
+    epoch = rows[-1].get("epoch") if rows and isinstance(rows[-1], dict) else 0
     card = {"format": CARD_FORMAT, **model_spec(cfg),
             "input": {"image_size": int(cfg.data.image_size), "mean": list(cfg.data.mean),
                       "std": list(cfg.data.std), "channels": int(cfg.data.channels)}}
     card["feat_dim"] = _check_fits(card, state)
-    results = read_results(run_dir) or {}
+    results, problem = read_results(run_dir)
+    if problem:  # the weights are still good: exported, with the card saying it carries no results
+        print(f"ssl-zoo: skipped {problem} (the card carries no probe results)", file=sys.stderr, flush=True)
+    results = results or {}
     card.update({
         "weights": WEIGHTS,
-        "step": int(ckpt["step"]), "epoch": int(rows[-1]["epoch"]) if rows else 0,
+        "step": int(ckpt["step"]), "epoch": int(epoch) if isinstance(epoch, int | float) else 0,
         "checkpoint": str(ckpt_path.relative_to(run_dir)),
-        "run": {"dir": str(run_dir.resolve()), "method": str(cfg.method.name), "ablation": str(cfg.ablation.name),
+        "run": {"dir": str(run_dir.resolve()), "method": str(cfg.method.name),
+                "ablation": str(OmegaConf.select(cfg, "ablation.name", default="none")),
                 "data": str(cfg.data.name), "encoder": str(cfg.encoder.name), "seed": int(cfg.seed)},
         "results": {k: results[k] for k in RESULT_KEYS if k in results},
         "load": load_snippet(card),
@@ -182,6 +189,18 @@ def export_run(run_dir: Path, out: Path | None = None) -> Path:
     return out
 
 
+def _check_out_parent(out: Path) -> None:
+    """The export folder can be created: no file on its path, a writable folder above it (checked before the
+    checkpoint is read)."""
+    probe = out.parent
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"cannot create {out}: {probe} is a file, not a folder; pass --out <new folder>")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"cannot create {out}: {probe} is read-only; pass --out <new folder elsewhere>")
+
+
 def read_card(path: Path) -> dict:
     """The card of an export folder (or of the folder holding card.json)."""
     folder = Path(path).expanduser()
@@ -190,8 +209,9 @@ def read_card(path: Path) -> dict:
         card = json.loads(card_path.read_text())
     except (OSError, ValueError) as err:
         raise UserError(f"{card_path} is not a readable ssl-zoo export card ({type(err).__name__})") from err
-    if card.get("format") != CARD_FORMAT:
-        raise UserError(f"{card_path} is not an ssl-zoo export card (format {card.get('format')!r})")
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        found = card.get("format") if isinstance(card, dict) else type(card).__name__
+        raise UserError(f"{card_path} is not an ssl-zoo export card (format {found!r})")
     return card
 
 

@@ -236,9 +236,9 @@ def read_spectrum(path: Path) -> tuple[np.ndarray | None, str | None]:
     return values, None
 
 
-def output_folder(folder: Path, what: str) -> Path:
-    """The folder a verb writes into, created (with its parents) or refused in one line: a path under a file,
-    a read-only file system, no permission. Call it once everything to write is known, before writing."""
+def check_output_folder(folder: Path, what: str) -> Path:
+    """The folder a verb will write into can be made there: no file on its path, and the nearest existing
+    folder writable. Cheap and writes nothing: verbs call it before reading the runs."""
     import os
 
     from ssl_zoo.errors import UserError
@@ -249,13 +249,22 @@ def output_folder(folder: Path, what: str) -> Path:
         probe = probe.parent
     if not probe.is_dir():
         raise UserError(f"{what} {folder}: {probe} is a file, not a folder; choose another {what}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to {what} {folder} (read-only or permission denied); choose another {what}")
+    return folder
+
+
+def output_folder(folder: Path, what: str) -> Path:
+    """The folder a verb writes into, created (with its parents) or refused in one line: a path under a file,
+    a read-only file system, no permission. Call it once everything to write is known, before writing."""
+    from ssl_zoo.errors import UserError
+
+    folder = check_output_folder(folder, what)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"cannot create {what} {folder}: {err.strerror or err}; choose another {what}") from err
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write to {what} {folder} (read-only or permission denied); choose another {what}")
-    return folder
+    return check_output_folder(folder, what)
 
 
 def warn_skipped(reasons: list[str]) -> None:

@@ -9,19 +9,21 @@ from ssl_zoo.errors import UserError
 PREFIX = "comparison"
 
 
-def compare(paths: list[str], out: str | None = None) -> tuple[str, list[Path]]:
-    """Writes the tables and plots; returns (the markdown, the files written)."""
+def compare(paths: list[str], out: str | None = None, skipped: list[str] | None = None) -> tuple[str, list[Path]]:
+    """Writes the tables and plots; returns (the markdown, the files written). Files that could not be used are
+    named in `skipped`; everything is read and checked before the first file is written."""
     from ssl_zoo.analysis import compare_plots
     from ssl_zoo.analysis.results import gather_metrics, gather_runs, markdown_tables, summarize
     from ssl_zoo.checkpoint import atomic_write_text
+    from ssl_zoo.runfiles import check_output_folder, output_folder
 
-    runs = gather_runs(paths)
+    skipped = [] if skipped is None else skipped
+    check_output_folder(Path(out if out is not None else paths[0]), "--out")  # before minutes of reading runs
+    runs = gather_runs(paths, skipped)
     summary = summarize(runs)
-    out_dir = Path(out if out is not None else paths[0]).expanduser()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is not a directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
     text = markdown_tables(runs, summary)
+    metrics = gather_metrics(runs)
+    out_dir = output_folder(Path(out if out is not None else paths[0]), "--out")
     files = {out_dir / f"{PREFIX}_runs.csv": runs.to_csv(index=False),
              out_dir / f"{PREFIX}_summary.csv": summary.to_csv(index=False),
              out_dir / f"{PREFIX}.md": text}
@@ -30,21 +32,24 @@ def compare(paths: list[str], out: str | None = None) -> tuple[str, list[Path]]:
     written = list(files)
     plots = ((compare_plots.plot_probe_accuracy, runs, "probes"),
              (compare_plots.plot_accuracy_vs_epochs, runs, "vs_epochs"),
-             (compare_plots.plot_online_probe, gather_metrics(runs), "online_probe"))
+             (compare_plots.plot_online_probe, metrics, "online_probe"))
     for plot, frame, name in plots:
         path = out_dir / f"{PREFIX}_{name}.png"
-        if plot(frame, path):
+        if compare_plots.draw(lambda p, plot=plot, frame=frame: plot(frame, p), path, skipped):
             written.append(path)
     return text, written
 
 
 def run(args) -> int:
     from ssl_zoo.commands.folders import split_folders
+    from ssl_zoo.runfiles import warn_skipped
 
     dirs, rest = split_folders(args.dirs)
     if rest or not dirs:
         raise UserError(f"ssl-zoo compare takes folders (paths or run_dir=<path>), not '{(rest or [''])[0]}'")
-    text, written = compare(dirs, args.out)
+    skipped: list[str] = []
+    text, written = compare(dirs, args.out, skipped)
+    warn_skipped(skipped)
     print(text)
     print("wrote " + ", ".join(str(p) for p in written), flush=True)
     return 0
