@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
+from ssl_zoo import stopping
 from ssl_zoo.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -14,6 +17,9 @@ EXIT_DIVERGED = 4
 
 # Each verb lives in ssl_zoo/commands/<name>.py.
 COMMANDS = ["train", "show", "status", "eval", "compare", "report", "export", "synthetic"]
+# Verbs that write run files, and what a stop signal interrupts at once (None: training stops at a step boundary,
+# ssl_zoo.stopping).
+STOPPABLE = {"train": None, "eval": "stopped during the evaluation; results.json unchanged"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,21 +56,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def _run_lock(args: argparse.Namespace) -> Iterator[None]:
+    """`ssl-zoo eval` holds the run directory's lock while it evaluates and rewrites results.json: a run that is
+    training is refused in one line (ssl_zoo.runlock). `ssl-zoo train` takes it in ssl_zoo.run, per run."""
+    if args.command != "eval":
+        yield
+        return
+    from pathlib import Path
+
+    from ssl_zoo.commands.folders import one_folder
+    from ssl_zoo.runlock import acquire
+
+    lock = acquire(Path(one_folder(args.overrides, "eval", "run directory")[0]).expanduser(), "ssl-zoo eval",
+                   create=False, leave_as_found=True)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def main(argv: list[str] | None = None) -> int:
     _Parser.argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        if args.command not in STOPPABLE:
+            return args.func(args)
+        # Stop signals end these verbs with exit 3 in every phase (ssl_zoo.stopping). The `ssl-zoo` process keeps
+        # the handlers to its end (argv None); a caller in Python gets its own back.
+        with stopping.handled(restore=argv is not None), _run_lock(args):
+            message = STOPPABLE[args.command]
+            with stopping.interruptible(message) if message else nullcontext():
+                return args.func(args)
     except UserError as err:
         print(f"ssl-zoo: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except Exception as err:
-        # Preempted / Diverged come from the trainer, so it is imported when they are raised; verbs that never
-        # train (show, status, compare, report) do not pay for importing it (timm, torchvision, dynamo).
-        trainer = sys.modules.get("ssl_zoo.trainer")
-        if trainer is not None and isinstance(err, trainer.Preempted):
+        if isinstance(err, stopping.Preempted):
             print(f"ssl-zoo: {err}; run the same command again to resume", file=sys.stderr)
             return EXIT_PREEMPTED
+        # Diverged comes from the trainer, so it is imported when it is raised; verbs that never train (show,
+        # status, compare, report) do not pay for importing it (timm, torchvision, dynamo).
+        trainer = sys.modules.get("ssl_zoo.trainer")
         if trainer is not None and isinstance(err, trainer.Diverged):
             print(f"ssl-zoo: diverged: {err}; the last good checkpoint is kept", file=sys.stderr)
             return EXIT_DIVERGED

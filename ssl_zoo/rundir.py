@@ -19,21 +19,39 @@ from omegaconf.errors import OmegaConfBaseException
 from ssl_zoo.checkpoint import atomic_write_text
 from ssl_zoo.config import NON_IDENTITY_KEYS, check_data_root, config_hash
 from ssl_zoo.errors import UserError
+from ssl_zoo.runlock import LOCK_NAME
 
 
 def read_results(run_dir: Path) -> dict | None:
+    """results.json as a dict; None when it is missing or is not a json object (truncated, a list, binary)."""
     path = run_dir / "results.json"
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        results = json.loads(path.read_text())
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
         return None
+    return results if isinstance(results, dict) else None
+
+
+def checkpoint_stamp(run_dir: Path) -> tuple:
+    """Identity of the checkpoint files (inode, size, mtime): a start compares it before and after it takes the
+    run's lock to know whether another process wrote one in between."""
+    stamp = []
+    for name in ("last.pt", "prev.pt"):
+        try:
+            st = (run_dir / "checkpoints" / name).stat()
+        except OSError:
+            continue
+        stamp.append((name, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(stamp)
 
 
 def _leftover(path: Path) -> bool:
-    """A temp file of an atomic write that a kill interrupted (see checkpoint.atomic_write_bytes)."""
-    return path.is_file() and path.name.startswith(".") and path.name.endswith(".tmp")
+    """A temp file of an atomic write that a kill interrupted (see checkpoint.atomic_write_bytes), or the lock
+    file of a start killed before it wrote config.yaml (ssl_zoo.runlock)."""
+    temp = path.name.startswith(".") and path.name.endswith(".tmp")
+    return path.is_file() and (temp or path.name == LOCK_NAME)
 
 
 def check_out_dir(run_dir: Path) -> None:

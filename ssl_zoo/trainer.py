@@ -17,8 +17,8 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from ssl_zoo import ddp, distributed, monitors
-from ssl_zoo.checkpoint import find_checkpoint, save_checkpoint
+from ssl_zoo import ddp, distributed, monitors, stopping
+from ssl_zoo.checkpoint import RESUME_KEYS, find_checkpoint, save_checkpoint
 from ssl_zoo.data import ImageData
 from ssl_zoo.encoders import build_encoder
 from ssl_zoo.errors import UserError
@@ -26,21 +26,12 @@ from ssl_zoo.gpu_loader import ViewPrefetcher
 from ssl_zoo.method import Method, method_class
 from ssl_zoo.optim import build_optimizer, lr_at, peak_lr, set_lr
 from ssl_zoo.rundir import write_config, write_metrics
+from ssl_zoo.stopping import STOP_SIGNALS, Preempted
 from ssl_zoo.tensorboard import open_tracker
 from ssl_zoo.views import build_view_maker, plain_view
 
 PREEMPTED_EXIT_CODE = 3  # a run stopped by SIGTERM/SIGUSR2 after checkpointing; starting it again resumes
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)  # stop code k = STOP_SIGNALS[k - 1]; the larger code wins
 BAD_DATA_CODE = len(STOP_SIGNALS) + 1  # a rank passed data.max_bad_fraction: every rank stops with it (one vote)
-
-
-class Preempted(Exception):
-    """Raised after the checkpoint that follows a stop signal; `signum` says which (SIGUSR2 is submitit's
-    preemption/timeout signal: a SLURM task then requeues itself)."""
-
-    def __init__(self, message: str, signum: int = signal.SIGTERM):
-        super().__init__(message)
-        self.signum = signum
 
 
 class Diverged(Exception):
@@ -177,8 +168,11 @@ class Trainer:
                 "sums": {k: v.detach().cpu() for k, v in self.sums.items()}, "host_sums": dict(self.host_sums),
                 "world_size": self.world}
 
-    def restore(self) -> bool:
-        found = find_checkpoint(self.run_dir)  # last.pt, or prev.pt (one warning line) when last.pt is bad
+    def restore(self, rewrite_metrics: bool = True) -> bool:
+        """Loads the newest checkpoint. rewrite_metrics=False only reads (run.train rewrites metrics.csv once it
+        holds the run directory's lock)."""
+        # last.pt, or prev.pt (one warning line) when last.pt is bad or lacks what resuming reads
+        found = find_checkpoint(self.run_dir, RESUME_KEYS)
         if found is None:
             return False
         state, path = found
@@ -198,7 +192,7 @@ class Trainer:
         self.step, self.rows, self.elapsed = int(state["step"]), list(state["rows"]), float(state["elapsed"])
         self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
         self.host_sums = dict(state.get("host_sums", {}))
-        if self.rank == 0:  # rows written after this checkpoint (then a kill) are dropped: they will be redone
+        if rewrite_metrics and self.rank == 0:  # rows written after this checkpoint (then a kill) are dropped
             write_metrics(self.run_dir, self.rows)
         return True
 
@@ -222,7 +216,8 @@ class Trainer:
         self.stop_code = max(self.stop_code, STOP_SIGNALS.index(signum) + 1)
 
     def fit(self) -> None:
-        handlers = {s: signal.signal(s, self._request_stop) for s in (signal.SIGTERM, signal.SIGUSR2)}
+        handlers = {s: signal.signal(s, self._request_stop) for s in STOP_SIGNALS}
+        self.stop_code = max(self.stop_code, stopping.code())  # one received during set-up: stop at the first step
         try:
             self._fit()
         finally:
