@@ -2,8 +2,9 @@
 (launcher=local), with the same command line.
 
 The sweep directory is the runs' out_dir: run directories live below it, and <sweep dir>/jobs/ holds submitit's
-files (logs, pickles) and one manifest per submission (sweep-<id>.json: task -> run directory) that
-`ssl-zoo status` reads. Run directories are named by config, so submitting the same grid again resumes its
+files (logs, pickles), one manifest per submission (sweep-<id>.json: task -> run directory) and each
+task's state (<job id>_state.json, written by the task itself), which `ssl-zoo status` reads (ssl_zoo.sweep_files;
+never the pickles). Run directories are named by config, so submitting the same grid again resumes its
 unfinished runs and skips the ended ones instead of duplicating them.
 
 Preemption and timeouts (submitit's checkpoint() contract): SLURM sends USR2 `signal_delay_s` before the time
@@ -17,7 +18,6 @@ A task that fails for real (bad config, NaN loss) raises: submitit records the e
 from __future__ import annotations
 
 import io
-import json
 import os
 import shutil
 import signal
@@ -35,8 +35,8 @@ from ssl_zoo.checkpoint import write_json
 from ssl_zoo.config import absolute, config_hash, load_config, run_dir_for
 from ssl_zoo.errors import UserError
 from ssl_zoo.rundir import check_existing, read_results
+from ssl_zoo.sweep_files import JOBS, read_manifests  # the manifests are read back as checked data
 
-JOBS = "jobs"  # <sweep dir>/jobs: submitit's folder and the manifests
 ENDED = ("finished", "diverged")  # results.json states a sweep never starts again
 
 
@@ -156,17 +156,6 @@ def queued_runs(sweep_dir: Path) -> set[str]:
     return {t["run_dir"] for m in manifests for t in m["tasks"] if t.get("job_id") in queue}
 
 
-def read_manifests(sweep_dir: Path) -> list[dict]:
-    """Every submission into this sweep directory, oldest first."""
-    out = []
-    for path in sorted((sweep_dir / JOBS).glob("sweep-*.json")):
-        try:
-            out.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue
-    return sorted(out, key=lambda m: m.get("submitted", ""))
-
-
 # --- the SLURM task -----------------------------------------------------------------------------------------
 class TrainTask(submitit.helpers.Checkpointable):
     """One array task: ssl_zoo.run.train on one config (resolved and checked at submit time)."""
@@ -179,23 +168,38 @@ class TrainTask(submitit.helpers.Checkpointable):
 
         from ssl_zoo import distributed
         from ssl_zoo.run import train
-        from ssl_zoo.trainer import Preempted
+        from ssl_zoo.stopping import Preempted
+        from ssl_zoo.sweep_files import write_state
 
         if os.environ.get("SLURM_CPUS_PER_TASK"):  # the CPUs SLURM gave this task, not the whole node
             torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
         cfg = OmegaConf.create(self.config)
         run_dir = run_dir_for(cfg)
         if _is_ended(run_dir, cfg):  # requeued after it had ended: nothing left to do
+            write_state("finished")
             return str(run_dir)
         requeue = signal.getsignal(signal.SIGUSR2)  # submitit's: checkpoint() + scontrol requeue + exit
+        # `ssl-zoo status` reads this task's state from jobs/<job id>_state.json (never from submitit's pickles)
+        write_state("running")
         try:
-            return str(train(cfg))
+            out = str(train(cfg))
+            write_state("finished")
+            return out
         except Preempted as err:
-            if err.signum == signal.SIGUSR2 and callable(requeue):
-                requeue(signal.SIGUSR2, None)  # rank 0 requeues and exits; other ranks return here
+            requeued = err.signum == signal.SIGUSR2 and callable(requeue)
+            write_state("requeued" if requeued else "stopped", str(err))
+            if requeued:
+                try:
+                    requeue(signal.SIGUSR2, None)  # rank 0 requeues and exits; other ranks return here
+                except Exception as refused:  # submitit would not requeue (timed out too many times)
+                    write_state("failed", str(refused))
+                    raise
             # SIGTERM: SLURM itself requeues (scontrol requeue, preemption) or cancels the job. Exiting without
             # raising leaves no error result behind.
             raise SystemExit(3) from None
+        except Exception as err:  # submitit records it too (a pickle, which status never reads)
+            write_state("failed", str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}")
+            raise
         finally:
             distributed.shutdown()
 
