@@ -22,7 +22,11 @@ import torch
 
 from ssl_zoo.errors import UserError
 
-REQUIRED_KEYS = ("method", "optimizer", "step")  # what makes a torch file an ssl-zoo checkpoint
+# What makes a torch file an ssl-zoo checkpoint (evaluation and export read these), with each value's type.
+REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {"method": dict, "optimizer": dict, "step": int}
+# What resuming training reads on top (Trainer.state writes them all).
+RESUME_KEYS: dict[str, type | tuple[type, ...]] = {"probe": dict, "probe_opt": dict, "rows": list,
+                                                   "elapsed": (int, float), "sums": dict}
 
 
 def fsync_dir(folder: Path) -> None:
@@ -112,21 +116,35 @@ def _reason(err: Exception) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-def read_checkpoint(path: Path) -> dict:
-    """One checkpoint file, verified; raises ValueError (or what torch raises) when it is not whole."""
+def _check_keys(state: dict, keys: dict[str, type | tuple[type, ...]]) -> None:
+    """A checkpoint lacking a key (or holding the wrong kind of value under it) is not usable: say which."""
+    for key, kind in keys.items():
+        if key not in state:
+            raise ValueError(f"no '{key}' entry")
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            raise ValueError(f"its '{key}' entry is a {type(state[key]).__name__}")
+
+
+def read_checkpoint(path: Path, keys: dict[str, type | tuple[type, ...]] | None = None) -> dict:
+    """One checkpoint file, verified; raises ValueError (or what torch raises) when it is not whole or lacks
+    one of REQUIRED_KEYS (and of `keys`)."""
     data = path.read_bytes()
     with zipfile.ZipFile(io.BytesIO(data)) as archive:  # torch files are zips: CRCs catch flipped bytes
         bad = archive.testzip()
     if bad is not None:
         raise ValueError(f"CRC mismatch in {bad}")
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
-        raise ValueError("not an ssl-zoo checkpoint")
+    if not isinstance(state, dict):
+        raise ValueError(f"not an ssl-zoo checkpoint (a {type(state).__name__})")
+    _check_keys(state, {**REQUIRED_KEYS, **(keys or {})})
     return state
 
 
-def find_checkpoint(run_dir: Path) -> tuple[dict, Path] | None:
-    """The newest whole checkpoint and its path, None when there is none; UserError when all are bad."""
+def find_checkpoint(run_dir: Path, keys: dict[str, type | tuple[type, ...]] | None = None
+                    ) -> tuple[dict, Path] | None:
+    """The newest whole checkpoint and its path, None when there is none; UserError when all are bad. `keys`:
+    entries the caller needs beyond REQUIRED_KEYS (RESUME_KEYS to resume training); a file without them is
+    passed over like a corrupt one."""
     folder = run_dir / "checkpoints"
     problems: dict[str, str] = {}
     for name in ("last.pt", "prev.pt"):
@@ -134,7 +152,7 @@ def find_checkpoint(run_dir: Path) -> tuple[dict, Path] | None:
         if not path.exists():
             continue
         try:
-            state = read_checkpoint(path)
+            state = read_checkpoint(path, keys)
         except Exception as err:  # truncated, corrupt, not a checkpoint, pickled code: all mean "not usable"
             problems[name] = _reason(err)
             continue

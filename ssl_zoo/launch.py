@@ -29,7 +29,9 @@ from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
 import submitit
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from ssl_zoo.checkpoint import write_json
 from ssl_zoo.config import absolute, config_hash, load_config, run_dir_for
@@ -88,14 +90,23 @@ def load(overrides: list[str]) -> DictConfig:
 
 def _is_ended(run_dir: Path, cfg: DictConfig) -> str | None:
     results = read_results(run_dir)
-    if not results or results.get("status") not in ENDED or not (run_dir / "config.yaml").exists():
+    if not isinstance(results, dict) or results.get("status") not in ENDED or not (run_dir / "config.yaml").exists():
         return None
-    return str(results["status"]) if config_hash(OmegaConf.load(run_dir / "config.yaml")) == config_hash(cfg) else None
+    try:
+        same = config_hash(OmegaConf.load(run_dir / "config.yaml")) == config_hash(cfg)
+    except (OSError, yaml.YAMLError, OmegaConfBaseException, ValueError, AttributeError, TypeError):
+        return None  # an unreadable or hand-broken config.yaml is not this run: check_existing says so in one line
+    return str(results["status"]) if same else None
 
 
-def plan(configs: list[DictConfig]) -> tuple[Path, list[int], list[tuple[int, str]]]:
+def plan(configs: list[DictConfig], jobs: list[list[str]] | None = None
+         ) -> tuple[Path, list[int], list[tuple[int, str]]]:
     """Checks a sweep before anything starts: one out_dir (the sweep directory), no two runs in one directory,
-    every existing directory resumable. Returns (sweep dir, indices to run, [(index, status)] of ended runs)."""
+    every existing directory resumable (an error names the run by its overrides in `jobs`). Returns (sweep dir,
+    indices to run, [(index, status)] of ended runs)."""
+    from ssl_zoo.sweep import naming_cell
+
+    jobs = jobs if jobs is not None else [[f"#{i + 1}"] for i in range(len(configs))]
     dirs = {absolute(str(c.out_dir)) for c in configs}
     if len(dirs) > 1:
         raise UserError(f"a sweep writes below one out_dir (its sweep directory); got {len(dirs)}: "
@@ -112,7 +123,8 @@ def plan(configs: list[DictConfig]) -> tuple[Path, list[int], list[tuple[int, st
         if status:
             ended.append((i, status))
             continue
-        check_existing(run_dir, cfg)  # a different config or resume=never there: an error, before any start
+        with naming_cell(jobs, i):
+            check_existing(run_dir, cfg)  # a different config or resume=never there: an error, before any start
         todo.append(i)
     return dirs.pop(), todo, ended
 
@@ -248,7 +260,7 @@ def submit_slurm(configs: list[DictConfig], overrides: list[list[str]]) -> tuple
     queued). Everything that can fail here (checks, folders, the manifest) is done before sbatch is called."""
     launcher = same_launcher(configs)
     _check_slurm(launcher)
-    sweep_dir, todo, ended = plan(configs)
+    sweep_dir, todo, ended = plan(configs, overrides)
     queued = queued_runs(sweep_dir)
     ended += [(i, "queued") for i in todo if str(run_dir_for(configs[i]).relative_to(sweep_dir)) in queued]
     todo = [i for i in todo if (i, "queued") not in ended]

@@ -152,6 +152,21 @@ class ConfigSchema:
     encoder: EncoderSchema = rule()
 
 
+@dataclass
+class SlurmLauncherSchema:
+    """launcher=slurm's sizes (checked before submission; launcher=local has none of these keys)."""
+
+    timeout_min: int = rule(gt=0)
+    nodes: int = rule(gt=0)
+    gpus_per_node: int = rule(ge=0)
+    tasks_per_node: int | None = rule(gt=0)
+    cpus_per_task: int | None = rule(gt=0)
+    mem_gb: float | None = rule(gt=0)
+    array_parallelism: int = rule(gt=0)
+    signal_delay_s: int = rule(ge=0)
+    max_num_timeout: int = rule(ge=0)
+
+
 # --- the check ---------------------------------------------------------------------------------------------
 _NAMES = {int: "an int", float: "a float", bool: "true or false", str: "a string", type(None): "null"}
 
@@ -212,6 +227,8 @@ def _in_range(value: Any, limits: dict) -> bool:
 
 
 def _shown(value: Any) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, DictConfig | ListConfig):
         value = OmegaConf.to_container(value)
     return repr(value) if isinstance(value, str) else str(value).replace("True", "true").replace("False", "false")
@@ -226,6 +243,8 @@ def check(node: DictConfig, schema: type, prefix: str = "") -> None:
         if f.name not in node.keys():  # keys(): `in` is False for a key whose value is ??? (missing)
             if optional:
                 continue
+            if dataclasses.is_dataclass(tp):
+                raise UserError(f"{key} is missing; it is a config node every run needs (`ssl-zoo show` prints it)")
             raise UserError(f"{key} is missing; set {key} to {describe(tp, dict(f.metadata))}")
         if OmegaConf.is_missing(node, f.name):
             raise UserError(f"{key} has no value (???); give it on the command line: {key}=...")

@@ -13,9 +13,10 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ssl_zoo.errors import UserError
+from ssl_zoo.sweep import naming_cell
 
 CLEARED = ["~study.grid", "~study.method_overrides"]  # an expanded run is one run, not the grid again
 
@@ -41,7 +42,9 @@ def grid_jobs(job: list[str], cfg: DictConfig) -> tuple[list[list[str]], bool]:
     study = cfg.get("study")
     if not isinstance(study, DictConfig) or not study.get("grid"):
         return [job], False
-    by_method = OmegaConf.to_container(study.get("method_overrides") or {})
+    if not isinstance(study.grid, ListConfig):
+        raise UserError(f"study.grid={study.grid!r} is not a list; give one 'method=... ablation=...' entry per run")
+    by_method = _method_overrides(study.get("method_overrides"))
     experiment = [o for o in job if o.startswith("experiment=")]
     rest = [o for o in job if not o.startswith("experiment=")]
     if _value(job, "method") is not None or _value(job, "ablation") is not None:
@@ -50,7 +53,10 @@ def grid_jobs(job: list[str], cfg: DictConfig) -> tuple[list[list[str]], bool]:
         return [experiment + _budget(by_method, method, ablation) + rest + CLEARED], False
     jobs = []
     for entry in study.grid:
-        overrides = shlex.split(str(entry))
+        try:
+            overrides = shlex.split(str(entry))
+        except ValueError as err:  # an unclosed quote
+            raise UserError(f"study.grid entry '{entry}' cannot be read ({err})") from err
         method = _value(overrides, "method")
         if method is None:
             raise UserError(f"study.grid entry '{entry}' names no method=; each entry is 'method=... ablation=...'")
@@ -58,13 +64,27 @@ def grid_jobs(job: list[str], cfg: DictConfig) -> tuple[list[list[str]], bool]:
     return jobs, True
 
 
+def _method_overrides(node) -> dict[str, list[str]]:
+    """study.method_overrides: method name -> list of overrides."""
+    if node is None:
+        return {}
+    table = OmegaConf.to_container(node) if isinstance(node, DictConfig | ListConfig) else node
+    if not isinstance(table, dict) or not all(isinstance(v, list) and all(isinstance(o, str) for o in v)
+                                              for v in table.values()):
+        raise UserError("study.method_overrides must map each method to a list of overrides, "
+                        "e.g. {swav: [method.queue_length=512]}")
+    return table
+
+
 def expand_studies(jobs: list[list[str]]) -> tuple[list[list[str]], bool]:
-    """(jobs with every study replaced by its grid, whether any whole grid was expanded)."""
+    """(jobs with every study replaced by its grid, whether any whole grid was expanded). An error names the
+    sweep run it comes from."""
     from ssl_zoo.config import load_config
 
     out, expanded = [], False
-    for job in jobs:
-        grid, whole = grid_jobs(job, load_config(job)) if _value(job, "experiment") else ([job], False)
+    for i, job in enumerate(jobs):
+        with naming_cell(jobs, i):
+            grid, whole = grid_jobs(job, load_config(job)) if _value(job, "experiment") else ([job], False)
         out += grid
         expanded = expanded or whole
     return out, expanded

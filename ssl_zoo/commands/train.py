@@ -16,6 +16,7 @@ def print_results(run_dir: Path) -> None:
 
 def run(args) -> int:
     from ssl_zoo import distributed, launch
+    from ssl_zoo.preflight import check_cells, load_cells
     from ssl_zoo.run import train
     from ssl_zoo.study import expand_studies, write_report
     from ssl_zoo.sweep import expand_sweep
@@ -23,9 +24,10 @@ def run(args) -> int:
 
     jobs = expand_sweep(args.overrides) if args.multirun else [args.overrides]
     jobs, study = expand_studies(jobs)  # experiment=collapse_study and the like: the grid of runs it lists
-    configs = [launch.load(job) for job in jobs]  # every config checked before the first run starts
+    configs = load_cells(jobs)  # every config checked before the first run starts; an error names its run
     launch.same_launcher(configs)
     if configs[0].launcher.name == "slurm":
+        check_cells(configs, jobs, None)  # what the tasks would find out on the cluster, found out here
         code = submit(configs, jobs)
         if study:
             print(f"when the array has ended: ssl-zoo report {configs[0].out_dir}", flush=True)
@@ -33,7 +35,8 @@ def run(args) -> int:
     distributed.init_from_env(pick_device(configs[0]).type)  # under torchrun: all ranks train, rank 0 reports
     main = distributed.rank() == 0
     if args.multirun or study:
-        sweep_dir, todo, ended = launch.plan(configs)
+        sweep_dir, todo, ended = launch.plan(configs, jobs)
+        check_cells(configs, jobs, distributed.world_size(), todo)
         if main:
             ident = "local-" + time.strftime("%Y%m%d-%H%M%S")
             launch.write_manifest(sweep_dir, ident, "local", configs, todo, ended, jobs, [None] * len(todo))

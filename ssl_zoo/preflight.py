@@ -1,0 +1,54 @@
+"""Every run of a sweep (or of a study's grid) checked before the first one starts or anything is submitted.
+
+load_config checks what a config alone can get wrong; this adds what training would otherwise find out only when
+that run starts: the batch against the dataset's size (each distinct data config is loaded once), the device,
+and pretrained weights that must be downloaded. An error names the run (its overrides); nothing is written.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from ssl_zoo.errors import UserError
+from ssl_zoo.sweep import naming_cell
+
+
+def load_cells(jobs: list[list[str]]) -> list[DictConfig]:
+    """The checked config of every run (launch.load: as the processes that will run it see it)."""
+    from ssl_zoo import launch
+
+    configs = []
+    for i, job in enumerate(jobs):
+        with naming_cell(jobs, i):
+            configs.append(launch.load(job))
+    return configs
+
+
+def check_cells(configs: list[DictConfig], jobs: list[list[str]], processes: int | None,
+                todo: list[int] | None = None) -> None:
+    """`processes`: per run, as this process sees it (local runs, torchrun); None: launcher=slurm's count, and
+    the device is the compute node's (not checked here). `todo`: the runs to check (default: all)."""
+    from ssl_zoo import launch
+    from ssl_zoo.data import load_data
+    from ssl_zoo.encoders import build_encoder
+    from ssl_zoo.trainer import pick_device, pretrain_size
+
+    sizes: dict[str, int] = {}
+    weights: set[str] = set()
+    for i in range(len(configs)) if todo is None else todo:
+        cfg = configs[i]
+        with naming_cell(jobs, i):
+            if processes is not None:
+                pick_device(cfg)
+            data_key = OmegaConf.to_yaml(cfg.data)
+            if data_key not in sizes:
+                sizes[data_key] = pretrain_size(load_data(cfg.data))
+            world = processes if processes is not None else launch.world_size(cfg.launcher)
+            batch = int(cfg.trainer.batch_size)
+            if batch * world > sizes[data_key]:
+                raise UserError(f"trainer.batch_size={batch} x {world} process(es) is larger than the "
+                                f"{sizes[data_key]} training images; lower it")
+            encoder_key = OmegaConf.to_yaml(cfg.encoder) + f"{cfg.data.channels} {cfg.data.image_size}"
+            if cfg.encoder.get("pretrained") and encoder_key not in weights:  # downloads now, once, or refuses
+                build_encoder(cfg.encoder, int(cfg.data.channels), int(cfg.data.image_size))
+                weights.add(encoder_key)
