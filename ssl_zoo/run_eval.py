@@ -17,6 +17,7 @@ from torch import nn
 
 from ssl_zoo import monitors, runfiles, schema
 from ssl_zoo.checkpoint import load_checkpoint, write_json
+from ssl_zoo.config import check_run_config
 from ssl_zoo.data import ImageData, load_data
 from ssl_zoo.errors import UserError
 from ssl_zoo.evaluation import FeatureCache, evaluate_backbone, evaluate_method
@@ -72,6 +73,7 @@ def load_run_config(run_dir: Path) -> DictConfig:
         raise UserError(f"{run_dir / runfiles.CONFIG}: {err}") from err
     except OmegaConfBaseException as err:
         raise UserError(f"{run_dir / runfiles.CONFIG}: {(str(err).splitlines() or [''])[0]}") from err
+    check_run_config(cfg, run_dir / runfiles.CONFIG)  # types against the shipped yaml, the parts, absurd sizes
     return cfg
 
 
