@@ -138,14 +138,14 @@ def export_run(run_dir: Path, out: Path | None = None) -> Path:
     Refuses (UserError, nothing written) a folder that is not a run, a run without a checkpoint and an
     existing out."""
     from ssl_zoo.run_eval import load_run_config
-    from ssl_zoo.runfiles import read_results
+    from ssl_zoo.runfiles import check_output_folder, read_results
 
     run_dir = Path(run_dir).expanduser()
     cfg = load_run_config(run_dir)
     out = Path(out).expanduser() if out is not None else run_dir / "export"
     if out.exists():
         raise UserError(f"{out} already exists; it is never overwritten (remove it or pass --out <new folder>)")
-    _check_out_parent(out)
+    check_output_folder(out.parent, "--out")  # no file on its path, writable: before the checkpoint is read
     found = find_checkpoint(run_dir)
     if found is None:
         raise UserError(f"{run_dir} has no checkpoint yet (checkpoints/last.pt): nothing to export")
@@ -187,18 +187,6 @@ def export_run(run_dir: Path, out: Path | None = None) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"cannot write {out}: {err.strerror or err}") from err
     return out
-
-
-def _check_out_parent(out: Path) -> None:
-    """The export folder can be created: no file on its path, a writable folder above it (checked before the
-    checkpoint is read)."""
-    probe = out.parent
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UserError(f"cannot create {out}: {probe} is a file, not a folder; pass --out <new folder>")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"cannot create {out}: {probe} is read-only; pass --out <new folder elsewhere>")
 
 
 def read_card(path: Path) -> dict:
