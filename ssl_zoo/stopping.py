@@ -7,8 +7,8 @@ no phase of the process dies with the default action (exit 143) and loses the "r
   boundary (or before it starts, in a sweep) with a checkpoint;
 - inside an `interruptible()` block (the end-of-run evaluation, `ssl-zoo eval`) it raises Preempted at once: the
   checkpoint on disk is final and results.json is written whole or not at all;
-- after the process has stopped, or once a run's results are saved, later signals are only recorded (a burst of
-  SIGTERMs cannot kill the process on its way out).
+- once a run's results are saved, or the process is stopping, later signals are only recorded, and once the
+  command has returned they are ignored: a burst of SIGTERMs cannot kill the process on its way out.
 """
 
 from __future__ import annotations
@@ -53,8 +53,9 @@ def signum_of(stop_code: int) -> int:
 
 @contextmanager
 def handled(restore: bool = True) -> Iterator[None]:
-    """Our handlers for the duration of a command. restore=False (the `ssl-zoo` process itself) leaves them
-    installed: the process ends right after, and a signal during its exit must not change the exit code."""
+    """Our handlers for the duration of a command. restore=False (the `ssl-zoo` process itself): the process
+    ends right after, and a signal during its exit must not change the exit code, so stop signals are then
+    ignored (Python puts the default action back for its own handlers while it shuts down, not for SIG_IGN)."""
     previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
     for s in STOP_SIGNALS:
         signal.signal(s, _handler)
@@ -63,10 +64,9 @@ def handled(restore: bool = True) -> Iterator[None]:
         yield
     finally:
         _State.interrupt = None
-        if restore:
-            _State.installed = False
-            for s, h in previous.items():
-                signal.signal(s, h)
+        _State.installed = False
+        for s, h in previous.items():
+            signal.signal(s, h if restore else signal.SIG_IGN)
 
 
 @contextmanager

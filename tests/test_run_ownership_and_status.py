@@ -8,6 +8,7 @@ process that is then SIGKILLed: the restart must find no stale lock.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import os
@@ -78,6 +79,7 @@ def _one_line_error(capsys, argv: list[str]) -> str:
 
 
 def _fabricated_run(tmp_path: Path, *extra: str) -> tuple[list[str], Path]:
+    """A run directory as a start leaves it just before its first checkpoint: config.yaml only."""
     args = [*tiny_overrides(tmp_path / "runs", "device=cpu", "eval.enabled=false", "trainer.epochs=1"), *extra]
     cfg = load_config(args)
     run_dir = run_dir_for(cfg)
@@ -129,12 +131,13 @@ def test_a_failed_start_removes_only_the_folders_it_made_and_eval_leaves_the_fil
 
 def test_a_directory_holding_only_a_lock_file_is_a_fresh_start(tmp_path):
     args, run_dir = _fabricated_run(tmp_path)
+    cfg = load_config(args)
     (run_dir / "config.yaml").unlink()  # killed after taking the lock, before config.yaml
     (run_dir / LOCK_NAME).write_text('{"pid": 1}\n')
-    assert check_existing(run_dir, load_config(args)) is False
+    assert check_existing(run_dir, cfg) is False
     (run_dir / "notes.txt").write_text("someone else's")
     with pytest.raises(UserError, match="not an ssl-zoo run directory"):
-        check_existing(run_dir, load_config(args))
+        check_existing(run_dir, cfg)
 
 
 def test_train_and_eval_of_a_held_run_are_refused_naming_the_holder_and_write_nothing(tmp_path, capsys,
@@ -265,11 +268,15 @@ def test_no_code_path_unpickles_run_files():
 
 
 # --- status on odd folders ----------------------------------------------------------------------------------
+@functools.lru_cache
+def _config_yaml() -> str:
+    return OmegaConf.to_yaml(load_config(tiny_overrides("runs", "trainer.epochs=3")))
+
+
 def _run(root: Path, name: str, epochs_done: int = 1, results=None, metrics: bytes | None = None) -> Path:
-    cfg = load_config(tiny_overrides(root, "trainer.epochs=3"))
     folder = root / name
     folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (folder / "config.yaml").write_text(_config_yaml())
     rows = "".join(f"{e},{10 * e},{2.0 / e}\n" for e in range(1, epochs_done + 1))
     (folder / "metrics.csv").write_bytes(metrics if metrics is not None else f"epoch,step,loss\n{rows}".encode())
     if results is not None:
