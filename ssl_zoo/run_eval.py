@@ -64,16 +64,7 @@ def load_run_config(run_dir: Path) -> DictConfig:
         raise UserError(f"{run_dir} is not an ssl-zoo run directory (no config.yaml)" if problem is None
                         else f"{problem}; it is not a usable ssl-zoo run config")
     cfg = _with_defaults(cfg)
-    try:
-        OmegaConf.resolve(cfg)
-        schema.check(cfg, schema.ConfigSchema)
-        schema.check_heads(cfg.method)
-        schema.check_method_knobs(cfg.method)
-    except UserError as err:
-        raise UserError(f"{run_dir / runfiles.CONFIG}: {err}") from err
-    except OmegaConfBaseException as err:
-        raise UserError(f"{run_dir / runfiles.CONFIG}: {(str(err).splitlines() or [''])[0]}") from err
-    check_run_config(cfg, run_dir / runfiles.CONFIG)  # types against the shipped yaml, the parts, absurd sizes
+    check_run_config(cfg, run_dir / runfiles.CONFIG)  # load_config's checks: schema ranges, the parts, sizes
     return cfg
 
 
