@@ -46,11 +46,11 @@ def _rate(batches) -> tuple[float, float, int]:
     return t0 - start, n / (time.perf_counter() - t0), n + len(first[1])
 
 
-def ssl_zoo_loader(root: Path, workers: int, batches: int, cache: Path):
+def ssl_zoo_loader(root: Path, workers: int, batches: int, cache: Path, decode: str = "cpu"):
     from omegaconf import OmegaConf
 
     data = load_streamed(OmegaConf.create({"root": str(root), "image_size": 224, "workers": workers,
-                                           "train_subset": None, "index_dir": str(cache)}))
+                                           "train_subset": None, "index_dir": str(cache), "decode": decode}))
     order = torch.randperm(len(data.pretrain_rows), generator=torch.Generator().manual_seed(0)).numpy()
     return data.train_loader(VIEWS, 0, 0, order, range(batches), BATCH, 0, 1, False)
 
@@ -72,13 +72,26 @@ def torchvision_loader(root: Path, workers: int, batches: int):
     return DataLoader(ds, batch_size=BATCH, num_workers=workers, shuffle=False)  # the order is already shuffled
 
 
-def throughput(root: Path, workers: list[int], batches: int, cache: Path) -> list[dict]:
+def _synced(batches):
+    for b in batches:
+        torch.cuda.synchronize()
+        yield b
+
+
+def throughput(root: Path, workers: list[int], batches: int, cache: Path, decode: str = "cpu") -> list[dict]:
+    """data.decode=gpu (on a CUDA machine) adds an `ssl-zoo (nvjpeg)` row: crops made on the GPU, timed after a
+    device sync per batch."""
     rows = []
+    names = ("ssl-zoo", "torchvision") + (("ssl-zoo (nvjpeg)",) if decode == "gpu" else ())
     for w in workers:
-        for name in ("ssl-zoo", "torchvision"):
+        for name in names:
             before = load()
-            loader = ssl_zoo_loader(root, w, batches, cache) if name == "ssl-zoo" else torchvision_loader(
-                root, w, batches)
+            if name == "torchvision":
+                loader = torchvision_loader(root, w, batches)
+            else:
+                loader = ssl_zoo_loader(root, w, batches, cache, "gpu" if "nvjpeg" in name else "cpu")
+                if "nvjpeg" in name:
+                    loader = _synced(loader)
             first_s, rate, n = _rate(loader)
             row = {"loader": name, "workers": w, "images": n, "first_batch_s": round(first_s, 2),
                    "images_per_s": round(rate, 1), "load_before": before, "load_after": load()}
@@ -216,6 +229,8 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=12, help="batches of 64 per measurement")
     p.add_argument("--small", type=int, default=20000, help="small images for start-up and memory; 0 skips")
     p.add_argument("--index-files", type=int, default=0, help="also time the index of this many (empty) files")
+    p.add_argument("--decode", choices=("cpu", "gpu"), default="cpu",
+                   help="gpu: also time data.decode=gpu (needs CUDA and torchvision's nvjpeg)")
     p.add_argument("--probe-rows", type=int, nargs="*", default=[],
                    help="also time kNN + linear probes on this many memory-mapped feature rows (e.g. 50000 400000)")
     p.add_argument("--only-probes", action="store_true", help="skip the loader, start-up and memory measurements")
@@ -242,7 +257,7 @@ def main() -> None:
         if args.index_files:
             results["index_scale"] = index_scale(tmp, args.index_files)
             print(json.dumps(results["index_scale"]), flush=True)
-        results["throughput"] = throughput(tmp / "big", args.workers, args.batches, tmp / "cache")
+        results["throughput"] = throughput(tmp / "big", args.workers, args.batches, tmp / "cache", args.decode)
         if args.small:
             for n in (args.small // 10, args.small):
                 folder = tmp / f"small{n}"

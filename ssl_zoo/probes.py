@@ -23,6 +23,9 @@ KNN_TS = (0.05, 0.07, 0.1, 0.2)
 WEIGHT_DECAYS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 RESIDENT_BYTES = 512 * 2**20  # Fashion-MNIST / CIFAR / ImageNet-100 x 512-d features: one tensor on the device
 CHUNK_BYTES = 64 * 2**20  # rows read at a time from larger (memory-mapped) features
+MAX_CHUNK_ROWS = 16384
+SIM_BYTES = 256 * 2**20  # test x train-chunk similarities held at once by the chunked kNN
+VOTE_FLOATS = 2**25  # [test rows, k, classes] one-hot votes held at once (128 MB)
 
 Features = torch.Tensor | np.ndarray
 
@@ -36,7 +39,9 @@ class Rows:
         self.n, self.dim = int(f.shape[0]), int(f.shape[1])
         self.device = torch.device(device)
         limit = RESIDENT_BYTES if resident_bytes is None else resident_bytes
-        self.chunk_rows = max(1, (CHUNK_BYTES if chunk_bytes is None else chunk_bytes) // (4 * max(self.dim, 1)))
+        # at most MAX_CHUNK_ROWS rows: a chunk's logits (rows x classes) stay small too
+        self.chunk_rows = max(1, min(MAX_CHUNK_ROWS, (CHUNK_BYTES if chunk_bytes is None else chunk_bytes)
+                                     // (4 * max(self.dim, 1))))
         whole = isinstance(f, torch.Tensor) or self.n * self.dim * 4 <= limit
         self.whole = self._float(f) if whole else None
         self.array = None if whole else f
@@ -120,8 +125,7 @@ def knn_sweep(train_f: Features, train_y: torch.Tensor, test_f: Features, test_y
               resident_bytes: int | None = None, chunk_bytes: int | None = None) -> dict[str, float]:
     """Weighted kNN on cosine similarity (Wu et al. 2018): each of the k nearest train samples votes
     exp(sim / T) for its class. One matmul + top-k per test chunk serves every (k, T) of the sweep: the votes
-    of the k nearest are a cumulative sum over the neighbours sorted by similarity. Train features read in
-    chunks are visited once per block of test rows (blocks as large as a train chunk, so a pass is amortised)."""
+    of the k nearest are a cumulative sum over the neighbours sorted by similarity."""
     device = torch.device(device) if device is not None else _device_of(train_f, test_f, test_y)
     train = Rows(train_f, device, resident_bytes, chunk_bytes)
     test = Rows(test_f, device, resident_bytes, chunk_bytes)
@@ -131,13 +135,17 @@ def knn_sweep(train_f: Features, train_y: torch.Tensor, test_f: Features, test_y
     kmax = min(max(ks), train.n)
     at = torch.tensor([min(k, kmax) - 1 for k in ks], device=device)
     correct = torch.zeros(len(ts), len(ks), device=device)
-    block = max(chunk, train.chunk_rows) if train.chunked else chunk
+    # chunked train features are visited once per block of test rows: blocks as large as SIM_BYTES of
+    # similarities against one train chunk allow, so a pass over the file serves many test rows
+    block = max(chunk, SIM_BYTES // (4 * train.chunk_rows)) if train.chunked else \
+        max(1, min(chunk, SIM_BYTES // (4 * train.n)))
+    votes_rows = max(1, min(chunk, VOTE_FLOATS // (kmax * num_classes)))
     for first, test_part in test.chunks():
         for b in range(0, len(test_part), block):
             queries = F.normalize(test_part[b:b + block], dim=1)
             near_sim, near_idx = _nearest(queries, train, kmax)
-            for i in range(0, len(queries), chunk):  # votes in small chunks: [chunk, kmax, classes] floats
-                sim, idx = near_sim[i:i + chunk], near_idx[i:i + chunk]
+            for i in range(0, len(queries), votes_rows):  # votes in small chunks: [rows, kmax, classes] floats
+                sim, idx = near_sim[i:i + votes_rows], near_idx[i:i + votes_rows]
                 onehot = F.one_hot(train_y[idx], num_classes).float()
                 truth = test_y[first + b + i:first + b + i + len(sim), None]
                 for j, t in enumerate(ts):
