@@ -23,13 +23,31 @@ RESULTS, CONFIG, METRICS = "results.json", "config.yaml", "metrics.csv"
 STATUSES = ("finished", "diverged", "failed", "unfinished")
 MAX_BYTES = 50_000_000  # no run file is this large; a bigger one is not read into memory
 
-# results.json: what each key the verbs read must hold (absent and null are fine everywhere).
-_TEXT = ("method", "ablation", "data", "encoder", "error", "collapse_reason")
-_COUNTS = ("epochs", "seed", "epochs_done", "evaluated_step", "total_steps", "monitor_images", "processes", "knn_k",
-           "dim")
-_NUMBERS = ("wall_s", "images_per_s", "eval_s", "knn_t")
-_PERCENTS = ("knn_top1", "linear_top1", "linear_top5", "online_probe_acc")
-_PROBE_PARTS = ("projector", "random_init", "raw_pixels")
+# results.json: what each key the verbs read must hold, as (kind, may be null, must be there). Top-level keys may
+# be absent (older runs, eval.enabled=false); the objects under them hold what the verbs print from them.
+_KINDS: dict[str, tuple[Any, str]] = {
+    "text": (lambda v: isinstance(v, str), "text"),
+    "count": (lambda v: _is_number(v) and float(v).is_integer() and v >= 0, "a count"),
+    "number": (lambda v: _is_number(v) and math.isfinite(v) and v >= 0, "a number >= 0"),
+    "percent": (lambda v: _is_number(v) and 0 <= v <= 100, "a percentage"),  # NaN fails the range test too
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "status": (lambda v: v in STATUSES, f"one of {', '.join(STATUSES)}"),
+}
+_TOP = {**{k: ("text", True, False) for k in ("method", "ablation", "data", "encoder", "error", "collapse_reason")},
+        **{k: ("count", True, False) for k in ("epochs", "seed", "epochs_done", "evaluated_step", "total_steps",
+                                                 "monitor_images", "processes", "knn_k", "dim")},
+        **{k: ("number", True, False) for k in ("wall_s", "images_per_s", "eval_s", "knn_t")},
+        **{k: ("percent", True, False) for k in ("linear_top1", "linear_top5")},  # null: a diverged SGD probe
+        "knn_top1": ("percent", False, False), "online_probe_acc": ("percent", False, False),
+        "status": ("status", True, False), "collapsed": ("bool", True, False)}
+_PROBES = {"knn_top1": ("percent", False, True), "linear_top1": ("percent", True, True),
+           "linear_top5": ("percent", True, False)}
+_OBJECTS = {"projector": _PROBES, "random_init": _PROBES, "raw_pixels": _PROBES,
+            "linear_lbfgs": {"top1": ("percent", False, True)},
+            "linear_sgd": {"top1": ("percent", True, True), "epochs": ("count", False, True),
+                           "n_train": ("count", False, True), "lr": ("number", False, True),
+                           "batch_size": ("count", False, True)}}
+_FINETUNE = {"n_labels": ("count", False, True), "top1": ("percent", True, True), "top5": ("percent", True, False)}
 
 
 def _is_number(v: Any) -> bool:
@@ -41,11 +59,16 @@ def _shown(v: Any) -> str:
     return text if len(text) <= 30 else text[:27] + "..."
 
 
-def _percent_problem(key: str, v: Any) -> str | None:
-    if v is None:
-        return None
-    if not _is_number(v) or not 0 <= v <= 100:  # NaN fails the range test too
-        return f"{key} is {_shown(v)}, not a percentage"
+def _fields_problem(obj: dict, spec: dict[str, tuple[str, bool, bool]], where: str = "") -> str | None:
+    for key, (kind, nullable, required) in spec.items():
+        if key not in obj:
+            if required:
+                return f"{where}{key} is missing"
+            continue
+        value = obj[key]
+        ok, words = _KINDS[kind]
+        if not ((value is None and nullable) or (value is not None and ok(value))):
+            return f"{where}{key} is {_shown(value)}, not {words}"
     return None
 
 
@@ -53,34 +76,14 @@ def results_problem(res: Any) -> str | None:
     """Why a parsed results.json cannot be used (None when it can)."""
     if not isinstance(res, dict):
         return f"holds a {type(res).__name__}, not an object"
-    status = res.get("status")
-    if status is not None and status not in STATUSES:
-        return f"status is {_shown(status)}, not one of {', '.join(STATUSES)}"
-    for key in _TEXT:
-        if res.get(key) is not None and not isinstance(res[key], str):
-            return f"{key} is {_shown(res[key])}, not text"
-    for key in _COUNTS:
-        v = res.get(key)
-        if v is not None and not (_is_number(v) and float(v).is_integer() and v >= 0):
-            return f"{key} is {_shown(v)}, not a count"
-    for key in _NUMBERS:
-        v = res.get(key)
-        if v is not None and not (_is_number(v) and math.isfinite(v) and v >= 0):
-            return f"{key} is {_shown(v)}, not a number >= 0"
-    if res.get("collapsed") is not None and not isinstance(res["collapsed"], bool):
-        return f"collapsed is {_shown(res['collapsed'])}, not true or false"
-    for key in _PERCENTS:
-        if problem := _percent_problem(key, res.get(key)):
+    if problem := _fields_problem(res, _TOP):
+        return problem
+    for name, spec in _OBJECTS.items():
+        sub = res.get(name)
+        if sub is not None and not isinstance(sub, dict):
+            return f"{name} is {_shown(sub)}, not an object"
+        if sub is not None and (problem := _fields_problem(sub, spec, f"{name}.")):
             return problem
-    for part in _PROBE_PARTS:
-        sub = res.get(part)
-        if sub is None:
-            continue
-        if not isinstance(sub, dict):
-            return f"{part} is {_shown(sub)}, not an object"
-        for key in ("knn_top1", "linear_top1", "linear_top5"):
-            if problem := _percent_problem(f"{part}.{key}", sub.get(key)):
-                return problem
     return _finetune_problem(res.get("finetune")) or _sweep_problem(res.get("knn_sweep"))
 
 
@@ -90,11 +93,10 @@ def _finetune_problem(finetune: Any) -> str | None:
     if not isinstance(finetune, dict) or not all(isinstance(v, dict) for v in finetune.values()):
         return f"finetune is {_shown(finetune)}, not an object of objects"
     for fraction, entry in finetune.items():
-        for key in ("top1", "top5"):
-            if problem := _percent_problem(f"finetune.{fraction}.{key}", entry.get(key)):
-                return problem
-        if entry.get("n_labels") is not None and not (_is_number(entry["n_labels"]) and entry["n_labels"] >= 0):
-            return f"finetune.{fraction}.n_labels is {_shown(entry['n_labels'])}, not a count"
+        if problem := _fields_problem(entry, _FINETUNE, f"finetune.{fraction}."):
+            return problem
+        if entry["top1"] is not None and entry.get("top5") is None:
+            return f"finetune.{fraction}.top5 is missing next to its top1"
     return None
 
 
@@ -111,8 +113,8 @@ def _sweep_problem(sweep: Any) -> str | None:
             int(parts["k"]), float(parts["T"])
         except ValueError:
             return f"knn_sweep key {_shown(key)} is not k=<k>,T=<T>"
-        if problem := _percent_problem(f"knn_sweep[{key}]", v):
-            return problem
+        if not _KINDS["percent"][0](v):
+            return f"knn_sweep[{key}] is {_shown(v)}, not a percentage"
     return None
 
 

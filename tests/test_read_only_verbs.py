@@ -214,7 +214,8 @@ def test_the_run_file_readers_name_the_problem(tmp_path):
                              ('{"epochs": -1}', "epochs is -1, not a count"),
                              ('{"wall_s": NaN}', "wall_s is nan"), ('{"collapsed": "no"}', "collapsed is \"no\""),
                              ('{"knn_sweep": {"k=a,T=1": 5}}', "knn_sweep key"),
-                             ('{"finetune": {"1%": {"top1": "x"}}}', "finetune.1%.top1")):
+                             ('{"finetune": {"1%": {"n_labels": 5, "top1": "x"}}}', "finetune.1%.top1 is"),
+                             ('{"projector": {"linear_top1": 50}}', "projector.knn_top1 is missing")):
         (run / "results.json").write_text(content)
         value, reason = runfiles.read_results(run)
         assert value is None and problem in reason and str(run / "results.json") in reason
@@ -282,12 +283,3 @@ def test_export_with_an_unusable_results_json_exports_the_weights_and_says_so(tr
     (tmp_path / "export" / "card.json").write_text("[1]")
     with pytest.raises(UserError, match="not an ssl-zoo export card"):
         read_card(tmp_path / "export")
-
-
-@pytest.mark.slow
-def test_eval_after_the_refusals_still_scores_the_run(trained, tmp_path, capsys):
-    run_dir = _copy(trained, tmp_path)
-    code, out, _ = _call(capsys, "eval", str(run_dir), "eval.knn_k=5", "eval.max_train=300")
-    assert code == 0 and "trained" in out
-    results, problem = runfiles.read_results(run_dir)
-    assert problem is None and results["knn_k"] == 5 and results["status"] == "finished"
