@@ -135,7 +135,7 @@ def _from_rank0(trainer: Trainer, verdict: int, message: str) -> tuple[int, str]
     if trainer.rank == 0:
         text = message.encode()[:1024]
         buf[0] = verdict
-        buf[1:1 + len(text)] = torch.frombuffer(bytearray(text), dtype=torch.uint8)
+        buf[1:1 + len(text)] = torch.tensor(list(text), dtype=torch.uint8)
     dist.broadcast(buf, src=0, group=trainer.stop_vote.group)
     return int(buf[0]), bytes(buf[1:].tolist()).rstrip(b"\0").decode(errors="replace")
 
