@@ -26,13 +26,19 @@ METRICS = ["knn_top1", "linear_top1", "linear_top5", "proj_knn_top1", "proj_line
 RUN_COLUMNS = [*SETTING, "seed", "variant", "status", "epochs_done", *METRICS, "collapsed", "note", "run_dir"]
 
 
-def find_run_dirs(paths: list[str | Path]) -> list[Path]:
-    found: set[Path] = set()
+def check_paths(paths: list[str | Path]) -> None:
+    """Every folder to search exists and is a folder (checked first: the quickest mistake to name)."""
     for p in map(Path, paths):
         if not p.exists():
             raise UserError(f"{p} does not exist")
         if not p.is_dir():
             raise UserError(f"{p} is a file, not a folder of runs")
+
+
+def find_run_dirs(paths: list[str | Path]) -> list[Path]:
+    check_paths(paths)
+    found: set[Path] = set()
+    for p in map(Path, paths):
         configs = [p / "config.yaml"] if (p / "config.yaml").is_file() else []
         found.update(c.parent for c in [*configs, *p.rglob("config.yaml")] if _is_run_config(c))
     return sorted(found)

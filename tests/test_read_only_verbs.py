@@ -123,11 +123,15 @@ def test_report_reports_the_good_runs_and_names_each_skipped_file(odd_sweep, cap
     root, good, bad, metrics = odd_sweep
     np.save(good / "spectrum.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)  # never unpickled
     np.save(good / "spectrum_backbone.npy", np.ones((3, 3)))
+    odd = _run(root, 12, results=_finished(z_std="low", z_std_ref=0, teacher_entropy=[1]),  # keys outside the reader
+               metrics="epoch,loss,z_std,z_std_ref\n1,inf,0.1,0\n2,-inf,x,0\n")  # infinities: left out of plots
+    np.save(odd / "spectrum.npy", np.array([1.0, np.nan]))
     code, out, err = _call(capsys, "report", str(root))
     assert code == 0 and "Paper vs here" in out
     lines = _skipped(err)
     assert any("spectrum.npy: not a readable .npy" in ln for ln in lines)
     assert any("spectrum_backbone.npy: not one row of numbers" in ln for ln in lines)
+    assert any(f"{odd / 'spectrum.npy'}: non-finite values" in ln for ln in lines)
     assert all(any(str(run_dir) in ln for ln in lines) for run_dir in bad.values())
     assert (root / "report" / "report.html").is_file() and (root / "report" / "collapse_runs.csv").is_file()
 
@@ -160,8 +164,10 @@ def test_an_output_path_under_a_file_is_one_line(odd_sweep, tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("mine")
     for verb in ("compare", "report"):
-        line = _refused(capsys, verb, str(root), "--out", str(blocker / "sub"))
-        assert f"{blocker} is a file, not a folder" in line
+        for out in (blocker / "sub", blocker):
+            line = _refused(capsys, verb, str(root), "--out", str(out))
+            assert f"{blocker} is a file, not a folder" in line
+    assert "is a file, not a folder of runs" in _refused(capsys, "compare", str(blocker))
     assert blocker.read_text() == "mine" and not (root / "report").exists()
 
 
