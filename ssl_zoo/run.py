@@ -13,7 +13,7 @@ from ssl_zoo.checkpoint import write_json
 from ssl_zoo.config import encoder_label, run_dir_for
 from ssl_zoo.data import load_data
 from ssl_zoo.errors import UserError
-from ssl_zoo.run_eval import evaluate_trained
+from ssl_zoo.run_eval import check_eval_fits, evaluate_trained
 from ssl_zoo.rundir import check_existing, checkpoint_stamp, write_config, write_metrics
 from ssl_zoo.runlock import RunInUse, RunLock, acquire
 from ssl_zoo.stopping import Preempted
@@ -43,6 +43,8 @@ def train(cfg: DictConfig) -> Path:
     run_dir = run_dir_for(cfg)
     check_existing(run_dir, cfg)  # read-only; checked again under the lock
     data = load_data(cfg.data)  # before anything is written: a missing dataset leaves no directory behind
+    if cfg.eval.enabled:
+        check_eval_fits(cfg, data)  # probe settings the data cannot honour: refused before training, not after
     trainer = Trainer(cfg, data, run_dir)
     _stop_if_requested(trainer)
     stamp = checkpoint_stamp(run_dir)

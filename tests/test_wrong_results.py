@@ -243,6 +243,15 @@ def test_eval_overrides_are_range_checked_like_train(saved_run, capsys, override
     assert message in _eval_refused(capsys, saved_run, override)
 
 
+def test_train_refuses_a_knn_k_above_the_train_images_before_training(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["train", *tiny_overrides(out, "eval.knn_k=2000")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["ssl-zoo: error: eval.knn_k=2000 is more than the 1347 train images the probes use; set "
+                   "eval.knn_k <= 1347 (or null: chosen from the data)"]
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("edit, message", [
     ({"eval": {"knn_t": 0}}, "eval.knn_t=0 is out of range"),
     ({"trainer": {"batch_size": "big"}}, "trainer.batch_size='big' has the wrong type"),
