@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from ssl_zoo import footprint
 from ssl_zoo.checkpoint import RESUME_KEYS, find_checkpoint, save_checkpoint
 from ssl_zoo.cli import main
-from ssl_zoo.config import check_run_config, load_config, run_dir_for
+from ssl_zoo.config import check_paths, check_run_config, load_config, run_dir_for
 from ssl_zoo.errors import UserError
 from ssl_zoo.sweep import MAX_RUNS, expand_sweep
 
@@ -127,33 +127,54 @@ def test_a_sweep_without_multirun_says_add_m(tmp_path, override):
 
 
 # --- run directory names ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    """One checked config; the path checks below run on copies of it with one key changed."""
+    return load_config(tiny_overrides(tmp_path_factory.mktemp("paths")))
+
+
+def _with(cfg, **keys):
+    changed = cfg.copy()
+    for key, value in keys.items():
+        OmegaConf.update(changed, key, value)
+    return changed
+
+
 @pytest.mark.parametrize("run_name, fragment", [
-    ("''", "not a folder name"),
-    ("'.'", "not a folder name"),
-    ("'..'", "not a folder name"),
+    ("", "is not a folder name"),
+    (".", "is not a folder name"),
+    ("..", "is not a folder name"),
     ("a/b", "has a '/'"),
     ("../elsewhere", "has a '/'"),
     ("/abs/path", "has a '/'"),
-    ("'a\nb'", "control character"),
-    ("'a\tb'", "control character"),
+    ("a\nb", "control character"),
+    ("a\tb", "control character"),
+    ("a\x00b", "control character"),
     ("x" * 300, "300 bytes long"),
 ])
-def test_run_names_the_file_system_cannot_hold_are_refused(tmp_path, run_name, fragment):
-    _refused(tiny_overrides(tmp_path, f"run_name={run_name}"), fragment)
+def test_run_names_the_file_system_cannot_hold_are_refused(loaded, run_name, fragment):
+    with pytest.raises(UserError, match="run_name") as err:
+        check_paths(_with(loaded, run_name=run_name))
+    assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
-def test_run_dir_paths_past_the_file_system_limits_are_refused(tmp_path):
-    _refused(tiny_overrides(tmp_path / ("d" * 300)), "300 bytes long", "out_dir")
+def test_run_dir_paths_past_the_file_system_limits_are_refused(loaded, tmp_path):
+    with pytest.raises(UserError, match="300 bytes long.*shorten out_dir"):
+        check_paths(_with(loaded, out_dir=str(tmp_path / ("d" * 300))))
     deep = tmp_path.joinpath(*["d" * 200] * 21)  # each part fits; the whole path does not (PATH_MAX 4096)
-    _refused(tiny_overrides(deep), "shorten out_dir or run_name")
-    assert load_config(tiny_overrides(tmp_path, "run_name=" + "x" * 200)).run_name == "x" * 200
+    with pytest.raises(UserError, match="shorten out_dir or run_name"):
+        check_paths(_with(loaded, out_dir=str(deep)))
+    for key in ("out_dir", "data.root"):  # (and data.index_dir, which streamed datasets have)
+        with pytest.raises(UserError, match=f"{key}=.*NUL"):
+            check_paths(_with(loaded, **{key: f"{tmp_path}/a\x00b"}))
+    check_paths(_with(loaded, run_name="x" * 200, out_dir=str(tmp_path / ("d" * 200))))  # long but legal
 
 
-def test_a_nul_in_a_run_name_or_out_dir_is_one_line(tmp_path):
-    with pytest.raises(UserError):
-        load_config(tiny_overrides(tmp_path, "run_name='a\x00b'"))
-    with pytest.raises(UserError):
-        load_config(tiny_overrides(tmp_path, "out_dir='" + str(tmp_path) + "/a\x00b'"))
+def test_run_name_and_data_keys_through_the_loader(tmp_path):
+    _refused(tiny_overrides(tmp_path, "run_name='a/b'"), "run_name='a/b' has a '/'")
+    _refused(tiny_overrides(tmp_path, "run_name=''"), "not a folder name")
+    _refused(tiny_overrides(tmp_path, "data=imagefolder", "data.root=/x", "data.workers=100000"),
+             "data.workers=100000", "at most")
 
 
 # --- sizes no machine can hold ---------------------------------------------------------------------------------
