@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-from timm.optim import Lars
 
 
 def build_optimizer(groups: list[dict], cfg) -> torch.optim.Optimizer:
@@ -24,6 +23,8 @@ def build_optimizer(groups: list[dict], cfg) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(param_groups, lr=lr, momentum=float(cfg.momentum), foreach=True)
     if cfg.optimizer == "lars":
+        from timm.optim import Lars  # late: importing timm costs seconds at every start
+
         return Lars(param_groups, lr=lr, momentum=float(cfg.momentum))
     return torch.optim.AdamW(param_groups, lr=lr, betas=tuple(cfg.betas), fused=cuda or None)
 

@@ -9,6 +9,9 @@ Conventions of README.md this test relies on (and enforces):
   verbs run exactly as written.
 - ```text blocks are not run (sample output, layouts). A code block of any other kind holding an `ssl-zoo` line
   fails the test: say which it is. A bash-block command the test cannot run (a <placeholder>) fails the test.
+- The repository-root pass runs one command of each kind (the first): what the working directory changes is
+  how a command starts (imports, the config search path, relative paths), the same for every command of a kind;
+  the kinds are the verbs, and for `train` a single run, a sweep (-m), an experiment and a streamed dataset.
 - Commands with `launcher=slurm` are submitted to a real SLURM by the `slurm`-marked test (site settings appended:
   the test SLURM's partition, no GPUs). Without SLURM the sequence runs them anyway and accepts exactly one
   outcome: every config was checked and the one-line "needs sbatch" error came before anything was written.
@@ -29,13 +32,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-BUDGET = ["trainer.epochs=1", "data.train_subset=256", "monitor.num_images=64", "eval.max_train=256"]
+BUDGET = ["trainer.epochs=1", "data.train_subset=64", "trainer.batch_size=32", "monitor.num_images=32",
+          "eval.max_train=256"]
 # End-of-run probes read the whole test set: 450 digits images are quick, but 10k Fashion-MNIST images take most
 # of a small run's time (and minutes for a ResNet). They run on digits in the fresh-directory pass; runs on larger
 # datasets and the repository-root pass (same commands, only the paths differ) skip them. `ssl-zoo eval` in the
 # README still probes a run in both passes; tests/test_evaluation.py covers the probes themselves.
 NO_PROBES = ["eval.enabled=false"]
 NEEDS_SBATCH = "launcher=slurm needs sbatch and srun on PATH"
+STREAMED = {"imagefolder", "imagenet", "imagenet100", "webdataset"}
 
 
 # --- extraction -----------------------------------------------------------------------------------------------
@@ -72,6 +77,27 @@ def with_budget(command: str, probes: bool = True) -> str:
     return " ".join([command, *BUDGET, *NO_PROBES * (large or not probes)])
 
 
+def command_kind(command: str) -> str:
+    """What the repository-root pass runs once: the verb, and for `train` the kind of run it starts."""
+    words = shlex.split(command)
+    if words[1] != "train":
+        return words[1]
+    if {"-h", "--help"} & set(words):
+        return "train --help"
+    if "-m" in words:
+        return "train -m"
+    if any(w.startswith("experiment=") for w in words):
+        return "train experiment="
+    if any(w.startswith("data=") and w.split("=", 1)[1] in STREAMED for w in words):
+        return "train streamed"
+    return "train"
+
+
+def first_of_each_kind(commands: list[str]) -> list[str]:
+    seen: set[str] = set()
+    return [c for c in commands if not (command_kind(c) in seen or seen.add(command_kind(c)))]
+
+
 def test_extraction_follows_the_conventions():
     text = ("```bash\npip install . && ssl-zoo train   # quick\nssl-zoo train -m a=1,2 \\\n    b=3\n```\n"
             "```text\nssl-zoo status x\n```\n```bash\npython x.py\nssl-zoo compare runs/ && ssl-zoo report r\n```\n")
@@ -81,6 +107,12 @@ def test_extraction_follows_the_conventions():
         readme_commands("```\nssl-zoo train\n```\n")
     assert with_budget("ssl-zoo train x=1").endswith(" ".join(BUDGET))
     assert with_budget("ssl-zoo compare runs/") == "ssl-zoo compare runs/"
+    assert first_of_each_kind(["ssl-zoo train", "ssl-zoo train seed=1", "ssl-zoo train -m seed=0,1",
+                               "ssl-zoo train experiment=x", "ssl-zoo train -m experiment=x seed=0,1",
+                               "ssl-zoo train data=imagenet100", "ssl-zoo train data=webdataset",
+                               "ssl-zoo eval a", "ssl-zoo eval b", "ssl-zoo train --help"]) == [
+        "ssl-zoo train", "ssl-zoo train -m seed=0,1", "ssl-zoo train experiment=x", "ssl-zoo train data=imagenet100",
+        "ssl-zoo eval a", "ssl-zoo train --help"]
 
 
 def test_the_readme_has_commands_and_none_is_a_placeholder():
@@ -125,10 +157,11 @@ def _repository_copy(dest: Path) -> Path:
     return dest
 
 
-def run_readme(cwd: Path, slurm: bool, probes: bool = True) -> list[str]:
-    """Runs every README command in order in cwd; returns a timing line per command."""
+def run_readme(cwd: Path, slurm: bool, probes: bool = True, each_kind_once: bool = False) -> list[str]:
+    """Runs every README command (or the first of each kind) in order in cwd; returns a timing line per command."""
     timings = []
-    for command in readme_commands(README.read_text()):
+    commands = readme_commands(README.read_text())
+    for command in first_of_each_kind(commands) if each_kind_once else commands:
         is_slurm = "launcher=slurm" in command.split()
         if is_slurm and slurm:
             continue  # test_readme_slurm_commands submits it to the test SLURM
@@ -169,7 +202,7 @@ def test_readme_commands_run_from_a_fresh_directory(tmp_path):
 @pytest.mark.slow
 def test_readme_commands_run_from_the_repository_root(tmp_path):
     repo = _repository_copy(tmp_path / "repo")
-    run_readme(repo, _has_slurm(), probes=False)
+    run_readme(repo, _has_slurm(), probes=False, each_kind_once=True)
     assert (repo / "runs" / "collapse_study" / "report" / "report.html").is_file()
 
 
