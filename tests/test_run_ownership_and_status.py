@@ -26,6 +26,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from ssl_zoo import checkpoint
+from ssl_zoo.checkpoint import find_checkpoint
 from ssl_zoo.cli import main
 from ssl_zoo.config import load_config, run_dir_for
 from ssl_zoo.errors import UserError
@@ -170,33 +171,47 @@ def test_a_sweep_refuses_a_cell_another_process_is_training(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_a_second_start_is_refused_and_a_sigkilled_run_restarts(tmp_path, capsys):
-    """A real `ssl-zoo train` process: the same command again (here, in this process) is refused in one line
-    naming its pid and writes nothing; SIGKILLed, it leaves no lock behind and the same command resumes."""
-    args = tiny_overrides(tmp_path, "device=cpu", "eval.enabled=false", "trainer.epochs=200",
-                          "trainer.checkpoint_every=1")
+def test_a_second_start_is_refused_and_a_sigkilled_run_restarts(tmp_path, capsys, monkeypatch):
+    """Real `ssl-zoo train` processes. The same command while one trains (here, in this process) is refused in
+    one line naming its pid and writes nothing; SIGKILLed, it leaves no lock behind and the same command
+    resumes; a burst of SIGTERMs then stops that one with exit 3 (not 143) and a checkpoint where it says."""
+    args = tiny_overrides(tmp_path, "device=cpu", "eval.enabled=false", "trainer.epochs=200", "trainer.log_every=1")
     run_dir = run_dir_for(load_config(args))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.Popen([sys.executable, "-m", "ssl_zoo.cli", "train", *args], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, "-c", "import sys; from ssl_zoo.cli import main; sys.argv[0] = 'ssl-zoo'; "
+               "sys.exit(main())", "train", *args]  # main() without arguments: as the `ssl-zoo` script runs
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writes = []
+    real = checkpoint._write_temp
+    monkeypatch.setattr(checkpoint, "_write_temp", lambda path, write: writes.append(path) or real(path, write))
     try:
         assert "new run" in first.stdout.readline()
         assert first.stdout.readline().startswith("epoch 1/200"), first.stderr.read()  # a checkpoint exists
         line = _one_line_error(capsys, ["train", *args])
         assert f"in use by pid {first.pid} on {socket.gethostname()} (ssl-zoo train, since " in line, line
         assert _one_line_error(capsys, ["eval", str(run_dir)]).endswith(line.split(" is in use by ")[1])
-        assert not (run_dir / "results.json").exists()
+        assert writes == [] and not (run_dir / "results.json").exists()
     finally:
         first.kill()
         first.wait()
     assert holder(run_dir) is None
-    again = subprocess.Popen([sys.executable, "-m", "ssl_zoo.cli", "train", *args], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    again = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert re.match(r"run .*: resuming at step [1-9]\d*/", again.stdout.readline()), again.stderr.read()
+        assert re.match(r"run .*: resuming at step [1-9]\d*/4200", again.stdout.readline()), again.stderr.read()
+        for _ in range(40):  # SIGTERMs until it has ended
+            if again.poll() is not None:
+                break
+            again.send_signal(signal.SIGTERM)
+            time.sleep(0.005)
+        _, err = again.communicate(timeout=120)
     finally:
         again.kill()
         again.wait()
+    assert again.returncode == 3, (again.returncode, err)
+    (line,) = err.strip().splitlines()
+    step = int(re.search(r"^ssl-zoo: stopped at step (\d+); checkpoint saved; run the same command again to "
+                         r"resume$", line).group(1))
+    assert find_checkpoint(run_dir)[0]["step"] == step
 
 
 # --- nothing unpickled --------------------------------------------------------------------------------------
