@@ -183,9 +183,9 @@ def paper_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     random_init = collapse_plots.random_init_linear(done)
     for (method, ablation), group in sorted(done.groupby(["method", "ablation"]), key=lambda kv: _order(*kv[0])):
         finding, expected = PAPER.get((method, ablation), ("not in the reference facts", None))
-        frac = float(group["collapsed"].astype(float).mean())
+        frac = float(pd.to_numeric(group["collapsed"], errors="coerce").mean())  # nan: no run has a verdict
         collapsed = frac >= 0.5
-        ours = "collapsed" if collapsed else "no collapse"
+        ours = "collapsed" if collapsed else "no collapse" if frac == frac else "no collapse verdict"
         acc = group["linear_top1"].mean()
         delta = acc - base.get(method, float("nan"))
         below_random = acc < random_init
@@ -196,7 +196,7 @@ def paper_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
                 + (f" ({delta:+.1f} vs none)" if ablation != "none" and delta == delta else "")
                 + (" — below random init" if below_random else ""))
         z = group["z_std"].mean()
-        if expected is None:
+        if expected is None or frac != frac:
             agree = "–"
         elif collapsed == expected:
             agree = "yes"

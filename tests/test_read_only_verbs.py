@@ -157,6 +157,10 @@ def test_a_sweep_where_no_run_has_finished_is_reported(tmp_path, capsys):
     assert "## Results" in md and md.count("| unfinished") == 2
     code, out, err = _call(capsys, "compare", str(root))
     assert code == 0 and err == [] and "0/2" in out
+    _run(root, 2, results={"status": "finished", "knn_top1": 60.0, "linear_top1": 70.0})  # no collapse verdict
+    code, out, err = _call(capsys, "report", str(root))
+    line = next(ln for ln in out.splitlines() if ln.startswith("| byol"))
+    assert code == 0 and "no collapse verdict" in line and line.rstrip(" |").endswith("–")  # not "agrees: yes"
 
 
 def test_an_output_path_under_a_file_is_one_line(odd_sweep, tmp_path, capsys):
