@@ -6,6 +6,10 @@ size estimate of ssl_zoo/footprint.py) builds only what it needs.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -29,10 +33,22 @@ class SmallCNN(nn.Module):
         return self.features(x)
 
 
-def _download_failed(what: str, err: Exception) -> UserError:
-    reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-    return UserError(f"encoder.pretrained=true: cannot get {what} ({type(err).__name__}: {reason}); it downloads "
-                     f"once into {torch.hub.get_dir()} and needs a network then, or set encoder.pretrained=false")
+def _download_failed(what: str, err: Exception, cache: str) -> UserError:
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:240]
+    return UserError(f"encoder.pretrained=true: cannot get {what} ({type(err).__name__}: {reason}); they download "
+                     f"once into {cache} and need a network then, or set encoder.pretrained=false")
+
+
+@contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """The Hugging Face hub logs every retry of a failed download: the failure is one line of ours instead."""
+    hub = logging.getLogger("huggingface_hub")
+    level = hub.level
+    hub.setLevel(logging.ERROR + 1)
+    try:
+        yield
+    finally:
+        hub.setLevel(level)
 
 
 def _torchvision_resnet(arch: str, in_chans: int, cifar_stem: bool, pretrained: bool = False) -> nn.Module:
@@ -42,7 +58,8 @@ def _torchvision_resnet(arch: str, in_chans: int, cifar_stem: bool, pretrained: 
     try:
         net = getattr(torchvision.models, arch)(weights=weights)
     except (OSError, RuntimeError, EOFError, ValueError) as err:  # no network, a bad hash, a truncated file
-        raise _download_failed(f"torchvision's ImageNet weights of {arch} ({weights})", err) from err
+        raise _download_failed(f"torchvision's ImageNet weights of {arch} ({weights})", err,
+                               torch.hub.get_dir()) from err
     if cifar_stem:  # small images: keep resolution in the stem (3x3 stride 1, no max-pool)
         net.conv1 = nn.Conv2d(in_chans, 64, 3, 1, 1, bias=False)
         net.maxpool = nn.Identity()
@@ -89,9 +106,10 @@ def _timm_model(arch: str, pretrained: bool, kwargs: dict) -> nn.Module:
     import timm
 
     try:
-        return timm.create_model(arch, pretrained=pretrained, **kwargs)
+        with _quiet_hub():
+            return timm.create_model(arch, pretrained=pretrained, **kwargs)
     except OSError as err:  # no network, or the hub has no such weights (URLError and the hub's errors are OSErrors)
-        raise _download_failed(f"timm's pretrained weights of {arch}", err) from err
+        raise _download_failed(f"timm's pretrained weights of {arch}", err, "the Hugging Face cache") from err
     except (RuntimeError, ValueError, TypeError) as err:
         raise UserError(f"cannot build encoder '{arch}': {err} (any name from timm.list_models() works)") from err
 

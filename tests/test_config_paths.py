@@ -361,6 +361,19 @@ def test_pretrained_resnet_loads_the_cached_weights(offline_hub):
     assert torch.allclose(grey.conv1.weight, reference.conv1.weight.sum(1, keepdim=True))
 
 
+def test_pretrained_timm_model_without_a_network_is_one_line(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from ssl_zoo.encoders import build_encoder
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # what no network looks like, at once
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # and nothing cached
+    with pytest.raises(UserError) as err:
+        build_encoder(_encoder(name="timm"), 3, 32)
+    line = str(err.value)
+    assert "\n" not in line and "timm's pretrained weights of resnet18" in line and "Hugging Face cache" in line
+
+
 @pytest.mark.parametrize("overrides, fragment", [
     (["encoder.pretrained=true"], "small_cnn has no pretrained weights"),
     (["encoder=resnet18_cifar", "encoder.pretrained=true"], "CIFAR stem"),
