@@ -149,7 +149,8 @@ def load_image_folder(root: Path, size: int, classes: list[str] | None = None) -
     for split in ("train", "val"):
         index = build_folder_index(root / split, names, is_train=split == "train")
         if len(index) == 0:
-            raise UserError(f"{root / split} holds no images in class folders ({', '.join(names[:3])}, ...)")
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            raise UserError(f"{root / split} holds no images in the class folders ({shown})")
         images = np.stack([_decode(index.file_path(int(f)), size) for f in index.rows["file"]])
         splits.append((_nchw(images), torch.from_numpy(index.labels())))
     (xtr, ytr), (xte, yte) = splits
