@@ -43,7 +43,7 @@ def _handler(signum: int, frame) -> None:
 
 
 def code() -> int:
-    """The stop code received so far (0: none)."""
+    """The stop code received so far by the running command (0: none, or no command under handled())."""
     return _State.code
 
 
@@ -62,9 +62,8 @@ def handled(restore: bool = True) -> Iterator[None]:
     _State.code, _State.installed, _State.interrupt = 0, True, None
     try:
         yield
-    finally:
-        _State.interrupt = None
-        _State.installed = False
+    finally:  # what was received belongs to this command: a later one (in the same Python) starts afresh
+        _State.code, _State.interrupt, _State.installed = 0, None, False
         for s, h in previous.items():
             signal.signal(s, h if restore else signal.SIG_IGN)
 

@@ -110,7 +110,7 @@ def test_the_stop_handlers_stay_installed_until_the_process_ends():
         with pytest.raises(stopping.Preempted, match="at once"):
             with stopping.interruptible("at once"):
                 pass  # a signal received before the block: raised on entry
-    assert signal.getsignal(signal.SIGTERM) is before
+    assert signal.getsignal(signal.SIGTERM) is before and stopping.code() == 0  # the next command starts afresh
     with stopping.interruptible("ignored"):  # not under handled(): a SLURM task or Python caller
         pass
     code = subprocess.run([sys.executable, "-c", "import signal; from ssl_zoo import stopping\n"
