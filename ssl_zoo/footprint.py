@@ -4,16 +4,15 @@ machine brought to its knees.
 
 Parameters are counted on the method built on the meta device (shapes only: nothing is allocated, nothing is
 downloaded). Activations: one meta forward of the backbone per view size and of each trained head, summing
-every leaf module's output (and every attention matrix) per image, times the views and the batch of each phase
-that keeps them for a backward pass (pretraining, fine-tuning); evaluation's forward keeps one layer's output.
-The limit is generous (HEADROOM times the largest memory this machine or the launcher names, and never below
+every leaf module's output (and every attention matrix) per image, times the views and trainer.batch_size
+(evaluation and fine-tuning batches are capped by the dataset's size, which a config does not know). The limit is generous (HEADROOM times the largest memory this machine or the launcher names, and never below
 FLOOR): it refuses sizes no machine can run, not configurations that merely need a bigger one.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -33,18 +32,14 @@ class Footprint:
     trained: int  # parameters the optimizer updates
     frozen: int  # target copies, buffers (queues, BN statistics)
     param_bytes: int  # weights, gradients, optimizer state, target copies and buffers
-    activations: dict[str, int] = field(default_factory=dict)  # the batch key of a phase -> its activation bytes
+    activation_bytes: int = 0  # kept for the backward pass of one pretraining step, per process
     views: str = ""  # "64 x (1 of 16px, 1 of 16px)"
     largest_part: str = "backbone"  # the trained module holding most parameters: backbone, projector, head, ...
     heads_dominate: bool = False  # the heads' outputs outweigh the backbone's among the activations
 
     @property
-    def activation_key(self) -> str:
-        return max(self.activations, key=self.activations.__getitem__)
-
-    @property
     def total(self) -> int:
-        return self.param_bytes + max(self.activations.values(), default=0)
+        return self.param_bytes + self.activation_bytes
 
 
 def human(n: float) -> str:
@@ -55,24 +50,21 @@ def human(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _outputs(module: nn.Module, x: torch.Tensor) -> tuple[int, int]:
-    """(sum, largest) of the elements every leaf module outputs for the meta batch x, attention matrices
-    included (eval mode: BatchNorm takes a batch of one)."""
-    total, largest = 0, 0
+def _outputs(module: nn.Module, x: torch.Tensor) -> int:
+    """Elements every leaf module outputs for the meta batch x, attention matrices included (eval mode:
+    BatchNorm takes a batch of one)."""
+    total = 0
 
     def count(_module, _inputs, output) -> None:
-        nonlocal total, largest
+        nonlocal total
         for t in output if isinstance(output, tuple | list) else (output,):
             if isinstance(t, torch.Tensor):
                 total += t.numel()
-                largest = max(largest, t.numel())
 
     def attention(module, inputs, _output) -> None:  # timm's Attention: heads x tokens^2 per image, inside sdpa
-        nonlocal total, largest
+        nonlocal total
         if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() == 3:
-            scores = inputs[0].shape[0] * int(module.num_heads) * inputs[0].shape[1] ** 2
-            total += scores
-            largest = max(largest, scores)
+            total += inputs[0].shape[0] * int(module.num_heads) * inputs[0].shape[1] ** 2
 
     hooks = [m.register_forward_hook(count) for m in module.modules() if not any(m.children())]
     hooks += [m.register_forward_hook(attention) for m in module.modules() if hasattr(m, "num_heads")
@@ -86,7 +78,7 @@ def _outputs(module: nn.Module, x: torch.Tensor) -> tuple[int, int]:
         module.train(training)
         for h in hooks:
             h.remove()
-    return total, largest
+    return total
 
 
 def _head_outputs(method: nn.Module) -> int:
@@ -101,7 +93,7 @@ def _head_outputs(method: nn.Module) -> int:
         if first is None:
             continue
         try:
-            total += _outputs(child, torch.zeros(1, first.in_features, device="meta"))[0]
+            total += _outputs(child, torch.zeros(1, first.in_features, device="meta"))
         except (RuntimeError, TypeError, ValueError):
             continue
     return total
@@ -118,7 +110,7 @@ def _head_bound(cfg: DictConfig) -> int:
     return total
 
 
-_KEYS = ("method", "encoder", "views", "data", "trainer", "eval")  # what a footprint depends on
+_KEYS = ("method", "encoder", "views", "data", "trainer")  # what a footprint depends on
 _CACHE: dict[str, Footprint] = {}  # configs are loaded again and again (a sweep, its runs): meta forwards are not free
 
 
@@ -141,10 +133,10 @@ def _estimate(cfg: DictConfig) -> Footprint:
     bound = _head_bound(cfg)
     if bound * per_byte > FLOOR:
         return Footprint(bound, 0, bound * per_byte, largest_part="heads")
-    channels, size = int(cfg.data.channels), int(cfg.data.image_size)
+    channels = int(cfg.data.channels)
     shapes_only = OmegaConf.merge(cfg.encoder, {"pretrained": False})  # the weights do not change the sizes
     with torch.device("meta"):
-        backbone, feat_dim = build_encoder(shapes_only, channels, size)
+        backbone, feat_dim = build_encoder(shapes_only, channels, int(cfg.data.image_size))
         method = method_class(str(cfg.method.name))(backbone, feat_dim, cfg.method, int(cfg.trainer.epochs))
     trained = sum(p.numel() for p in method.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in method.parameters() if not p.requires_grad)
@@ -155,16 +147,11 @@ def _estimate(cfg: DictConfig) -> Footprint:
     heads = _head_outputs(method)
     per_view = {r.size: _outputs(backbone, torch.zeros(1, channels, r.size, r.size, device="meta"))
                 for r in recipes}
-    in_backbone = sum(r.n * per_view[r.size][0] for r in recipes)
+    in_backbone = sum(r.n * per_view[r.size] for r in recipes)
     per_image = in_backbone + sum(r.n for r in recipes) * heads
-    full, largest = per_view.get(size) or _outputs(backbone, torch.zeros(1, channels, size, size, device="meta"))
     batch = int(cfg.trainer.batch_size)
-    activations = {"trainer.batch_size": batch * per_image * BYTES,
-                   "eval.batch_size": int(cfg.eval.batch_size) * 2 * largest * BYTES}  # a layer's input and output
-    if cfg.eval.get("protocol") == "finetune":
-        activations["eval.finetune.batch_size"] = int(cfg.eval.finetune.batch_size) * full * BYTES
     views = f"{batch} x ({', '.join(f'{r.n} of {r.size}px' for r in recipes)})"
-    return Footprint(trained, frozen, trained * per_byte + frozen * BYTES, activations, views,
+    return Footprint(trained, frozen, trained * per_byte + frozen * BYTES, batch * per_image * BYTES, views,
                      max(parts, key=parts.__getitem__) if parts else "backbone", per_image > 2 * in_backbone)
 
 
@@ -183,9 +170,8 @@ def memory_known(cfg: DictConfig) -> tuple[int, str]:
 
 def _lower(fp: Footprint, cfg: DictConfig) -> str:
     """Which keys to lower: those of the activations, of the backbone, or of the largest head."""
-    if fp.activations and max(fp.activations.values()) >= fp.param_bytes and not fp.heads_dominate:
-        more = "encoder.width, the views" if fp.activation_key == "trainer.batch_size" else "encoder.width"
-        return f"lower data.image_size or {fp.activation_key} (or {more})"
+    if fp.activation_bytes >= fp.param_bytes and not fp.heads_dominate:
+        return "lower data.image_size or trainer.batch_size (or encoder.width, the views)"
     if fp.largest_part == "backbone":
         return "lower encoder.width or pick a smaller encoder (a ViT's position embedding grows with data.image_size)"
     if isinstance(cfg.method.get(fp.largest_part), DictConfig):
@@ -211,9 +197,8 @@ def check(cfg: DictConfig) -> None:
     limit = max(FLOOR, HEADROOM * memory)
     if fp.total <= limit:
         return
-    key = fp.activation_key if fp.activations else None
-    shown = fp.views if key == "trainer.batch_size" else OmegaConf.select(cfg, key) if key else None
-    activations = f" and {human(fp.activations[key])} of activations for {key}={shown}" if key else ""
+    activations = f" and {human(fp.activation_bytes)} of activations for trainer.batch_size={fp.views}" \
+        if fp.activation_bytes else ""
     raise UserError(f"the model would need {human(fp.total)} of memory: {human(fp.param_bytes)} for "
                     f"{fp.trained + fp.frozen:.3g} parameters (with gradients and optimizer state){activations}; "
                     f"that is past {human(limit)} ({HEADROOM}x {where}, {human(memory)}, and at least "

@@ -199,13 +199,20 @@ def test_absurd_head_sizes_of_other_methods(tmp_path, method, override):
     _refused([*base, override], "the model would need", "parameters", "lower")
 
 
+@pytest.mark.slow
+def test_a_vit_s_attention_matrices_count(tmp_path):
+    """ViT-Tiny, patch 4, 512 px: 16384 tokens; the leaf outputs are ~100 GB, the attention matrices terabytes."""
+    _refused(tiny_overrides(tmp_path, "encoder=vit_tiny", "data.image_size=512"), "TB of activations")
+    assert load_config(tiny_overrides(tmp_path, "encoder=vit_tiny", "data.image_size=64")).data.image_size == 64
+
+
 def test_large_but_real_configs_pass_the_size_check(tmp_path):
     """ResNet-50 on 224 px ImageNet with batch 256 and BYOL's 4096-wide heads: far below the limit."""
     cfg = load_config(["data=imagenet", "data.root=/nowhere", "encoder=resnet50", "trainer.batch_size=256",
                        f"out_dir={tmp_path}"])
     fp = footprint.estimate(cfg)
     assert 20e6 < fp.trained < 200e6  # ResNet-50 (23.5M) + projector + predictor
-    assert 1e9 < fp.activations["trainer.batch_size"] < footprint.FLOOR and fp.total < footprint.FLOOR
+    assert 1e9 < fp.activation_bytes < footprint.FLOOR and fp.total < footprint.FLOOR
 
 
 # --- every run of a sweep checked before the first starts -------------------------------------------------------
