@@ -324,6 +324,18 @@ def test_checkpoints_all_lacking_an_entry_are_one_line_naming_it(tmp_path, chang
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 
+def test_resuming_from_checkpoints_lacking_an_entry_is_one_line_naming_it(tmp_path, capsys):
+    from ssl_zoo.rundir import write_config
+
+    args = tiny_overrides(tmp_path, "eval.enabled=false", "device=cpu")
+    run_dir = run_dir_for(load_config(args))
+    run_dir.mkdir(parents=True)
+    write_config(run_dir, load_config(args))
+    for at in (1, 2):
+        save_checkpoint(run_dir, _state(at, rows=None))
+    _cli_refuses(capsys, ["train", *args], "no readable checkpoint", "no 'rows' entry")
+
+
 # --- pretrained weights ----------------------------------------------------------------------------------------
 @pytest.fixture
 def offline_hub(tmp_path, monkeypatch):
