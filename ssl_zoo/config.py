@@ -345,6 +345,8 @@ def _check_syntax(overrides: list[str]) -> None:
     from ssl_zoo.sweep import parse  # late: sweep imports this module (GROUPS, choices)
 
     for override, text in zip(parse(overrides), overrides):
+        if not override.key_or_group.strip():
+            raise UserError(f"'{text}' has no key before the '='; overrides are key=value")
         if override.is_sweep_override():
             raise UserError(sweep_in_one_run(text))
         if override.is_add() or override.is_force_add():

@@ -71,6 +71,19 @@ def test_a_working_interpolation_still_works(tmp_path, monkeypatch):
     assert cfg.trainer.lr == 0.2 and cfg.trainer.min_lr == 0.2
 
 
+@pytest.mark.parametrize("override, fragment", [
+    ("=5", "has no key before the '='"),
+    ("seed", "cannot read the override 'seed'"),
+    ("seed==1", "cannot read the override 'seed==1'"),
+    ("trainer..lr=1", "cannot read the override"),
+    ("trainer.lr=${", "cannot read the override"),
+    ("+trainer.extra=1", "adds a key the config does not have"),
+    ("++trainer.lr=1", "adds a key the config does not have"),
+])
+def test_overrides_hydra_cannot_read_are_one_line_naming_them(override, fragment):
+    _refused([override], fragment)
+
+
 # --- nodes and values swapped ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("override, fragments", [
     ("trainer=5", ["trainer"]),
