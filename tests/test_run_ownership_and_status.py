@@ -388,6 +388,7 @@ def test_status_of_odd_run_files_never_crashes(tmp_path, capsys):
     assert "holds no runs" in line and "sweep-x.json: holds a list" in line
 
 
+@pytest.mark.slow
 def test_a_slurm_task_reports_its_state_in_json_that_status_reads(tmp_path, capsys, monkeypatch):
     """The task entry point (launch.TrainTask) writes jobs/<job id>_state.json: here it fails at once because
     another process holds its run, and status shows that error without reading any pickle."""
@@ -397,9 +398,9 @@ def test_a_slurm_task_reports_its_state_in_json_that_status_reads(tmp_path, caps
     sweep = run_dir.parent
     jobs = sweep / "jobs"
     jobs.mkdir()
-    _slurm_sweep_manifest = {"id": "77", "launcher": "slurm", "submitted": "2026-01-01T00:00:00",
-                             "tasks": [{"index": 0, "job_id": "77_0", "run_dir": run_dir.name, "epochs": 1}]}
-    (jobs / "sweep-77.json").write_text(json.dumps(_slurm_sweep_manifest))
+    manifest = {"id": "77", "launcher": "slurm", "submitted": "2026-01-01T00:00:00",
+                "tasks": [{"index": 0, "job_id": "77_0", "run_dir": run_dir.name, "epochs": 1}]}
+    (jobs / "sweep-77.json").write_text(json.dumps(manifest))
     for key, value in {"SUBMITIT_EXECUTOR": "slurm", "SUBMITIT_FOLDER": str(jobs), "SLURM_JOB_ID": "78",
                        "SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "0", "SLURM_PROCID": "0",
                        "SLURM_NTASKS": "1", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
@@ -415,3 +416,9 @@ def test_a_slurm_task_reports_its_state_in_json_that_status_reads(tmp_path, caps
     monkeypatch.setattr("ssl_zoo.commands.status.squeue", lambda: {})
     (row,) = _status_json(capsys, sweep)
     assert row["state"] == "failed" and f"in use by pid {pid}" in row["note"]
+
+    TrainTask(cfg)()  # the holder is gone: the same task (a retry) trains the run to its end
+    capsys.readouterr()
+    assert json.loads((jobs / "77_0_state.json").read_text())["state"] == "finished"
+    (row,) = _status_json(capsys, sweep)
+    assert (row["state"], row["epoch"], row["epochs"]) == ("finished", 1, 1)
