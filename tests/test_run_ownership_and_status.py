@@ -141,6 +141,7 @@ def test_a_directory_holding_only_a_lock_file_is_a_fresh_start(tmp_path):
         check_existing(run_dir, cfg)
 
 
+@pytest.mark.slow
 def test_train_and_eval_of_a_held_run_are_refused_naming_the_holder_and_write_nothing(tmp_path, capsys,
                                                                                         monkeypatch):
     args, run_dir = _fabricated_run(tmp_path)
