@@ -235,8 +235,8 @@ def _compose(overrides: list[str]) -> DictConfig:
                 overrides = [*overrides, f"views={views}"]
             return compose("config", overrides=overrides)
         except ValueError as err:  # composing runs no code of the user's: any failure is the overrides'
-            if isinstance(err, OmegaConfBaseException | UserError):
-                raise
+            if isinstance(err, OmegaConfBaseException):
+                raise  # config_errors says it better
             raise UserError(explain(err, overrides)) from err
 
 
