@@ -42,14 +42,11 @@ def _nchw(array: np.ndarray) -> torch.Tensor:
 
 
 def load_digits_data() -> ImageData:
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from ssl_zoo.digits import digits_split
 
-    digits = load_digits()
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    xtr, xte, ytr, yte = train_test_split(images, digits.target, test_size=0.25, stratify=digits.target,
-                                          random_state=0)
-    return ImageData(_nchw(xtr), torch.as_tensor(ytr), _nchw(xte), torch.as_tensor(yte), 10)
+    s = digits_split()
+    return ImageData(_nchw(s["train_x"]), torch.as_tensor(s["train_y"]), _nchw(s["test_x"]),
+                     torch.as_tensor(s["test_y"]), 10)
 
 
 def read_idx(path: Path) -> np.ndarray:
