@@ -1,7 +1,7 @@
 """Every run of a sweep (or of a study's grid) checked before the first one starts or anything is submitted.
 
 load_config checks what a config alone can get wrong; this adds what training would otherwise find out only when
-that run starts: the batch against the dataset's size (each distinct data config is loaded once), the device,
+that run starts: the batch and eval.knn_k against the dataset's size (each distinct data config is loaded once), the device,
 and pretrained weights that must be downloaded. An error names the run (its overrides); nothing is written.
 """
 
@@ -31,9 +31,10 @@ def check_cells(configs: list[DictConfig], jobs: list[list[str]], processes: int
     from ssl_zoo import launch
     from ssl_zoo.data import load_data
     from ssl_zoo.encoders import build_encoder
+    from ssl_zoo.run_eval import check_eval_fits
     from ssl_zoo.trainer import pick_device, pretrain_size
 
-    sizes: dict[str, int] = {}
+    sizes: dict[str, tuple[int, int]] = {}  # data config -> (pretraining images, labelled train images)
     weights: set[str] = set()
     for i in range(len(configs)) if todo is None else todo:
         cfg = configs[i]
@@ -42,12 +43,16 @@ def check_cells(configs: list[DictConfig], jobs: list[list[str]], processes: int
                 pick_device(cfg)
             data_key = OmegaConf.to_yaml(cfg.data)
             if data_key not in sizes:
-                sizes[data_key] = pretrain_size(load_data(cfg.data))
+                data = load_data(cfg.data)
+                sizes[data_key] = pretrain_size(data), len(data.train_y)
+            pretrain_images, labelled = sizes[data_key]
             world = processes if processes is not None else launch.world_size(cfg.launcher)
             batch = int(cfg.trainer.batch_size)
-            if batch * world > sizes[data_key]:
+            if batch * world > pretrain_images:
                 raise UserError(f"trainer.batch_size={batch} x {world} process(es) is larger than the "
-                                f"{sizes[data_key]} training images; lower it")
+                                f"{pretrain_images} training images; lower it")
+            if cfg.eval.enabled:
+                check_eval_fits(cfg, labelled)
             encoder_key = OmegaConf.to_yaml(cfg.encoder) + f"{cfg.data.channels} {cfg.data.image_size}"
             if cfg.encoder.get("pretrained") and encoder_key not in weights:  # downloads now, once, or refuses
                 build_encoder(cfg.encoder, int(cfg.data.channels), int(cfg.data.image_size))

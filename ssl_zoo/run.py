@@ -44,7 +44,7 @@ def train(cfg: DictConfig) -> Path:
     check_existing(run_dir, cfg)  # read-only; checked again under the lock
     data = load_data(cfg.data)  # before anything is written: a missing dataset leaves no directory behind
     if cfg.eval.enabled:
-        check_eval_fits(cfg, data)  # probe settings the data cannot honour: refused before training, not after
+        check_eval_fits(cfg, len(data.train_y))  # probe settings the data cannot honour: refused before training, not after
     trainer = Trainer(cfg, data, run_dir)
     _stop_if_requested(trainer)
     stamp = checkpoint_stamp(run_dir)

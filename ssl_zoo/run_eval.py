@@ -122,11 +122,11 @@ def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def check_eval_fits(cfg: DictConfig, data: ImageData) -> None:
+def check_eval_fits(cfg: DictConfig, train_images: int) -> None:
     """Probe settings that would give a number other than the one they name: more kNN neighbours than the
-    probes' train images (k would silently shrink)."""
-    n_train = len(data.train_y) if cfg.eval.get("max_train") is None else min(len(data.train_y),
-                                                                              int(cfg.eval.max_train))
+    probes' train images (k would silently shrink). `train_images`: the labelled train split's size."""
+    max_train = cfg.eval.get("max_train")
+    n_train = train_images if max_train is None else min(train_images, int(max_train))
     k = cfg.eval.get("knn_k")
     if k is not None and int(k) > n_train:
         raise UserError(f"eval.knn_k={k} is more than the {n_train} train images the probes use; set eval.knn_k "
@@ -153,7 +153,7 @@ def evaluate_run_dir(run_dir: Path, overrides: list[str] = ()) -> dict:
     if state is None:
         raise UserError(f"{run_dir} has no checkpoint yet (checkpoints/last.pt): nothing to evaluate")
     data = load_data(cfg.data)
-    check_eval_fits(cfg, data)
+    check_eval_fits(cfg, len(data.train_y))
     method = build_method(cfg)
     try:
         method.load_state_dict(state["method"])

@@ -237,6 +237,13 @@ def test_a_sweep_whose_second_run_cannot_train_starts_none(tmp_path, capsys):
     assert "no run of the sweep was started" in line and not out.exists()
 
 
+def test_a_sweep_whose_second_run_would_shrink_knn_k_starts_none(tmp_path, capsys):
+    out = tmp_path / "out"
+    _cli_refuses(capsys, ["train", "-m", *tiny_overrides(out, "data.train_subset=1000,100", "eval.knn_k=200")],
+                 "run 2/2 (data.train_subset=100)", "eval.knn_k=200 is more than the 100 train images")
+    assert not out.exists()
+
+
 def test_a_sweep_with_an_invalid_run_names_it(tmp_path, capsys):
     out = tmp_path / "out"
     _cli_refuses(capsys, ["train", "-m", *tiny_overrides(out, "trainer.lr=0.1,-1")],
