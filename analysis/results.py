@@ -23,7 +23,11 @@ SETTING = ["data", "encoder", "method", "ablation", "epochs"]  # with `variant`,
 FINETUNE = {"100%": "finetune_top1", "10%": "finetune_10pct_top1", "1%": "finetune_1pct_top1"}
 METRICS = ["knn_top1", "linear_top1", "linear_top5", "proj_knn_top1", "proj_linear_top1", "random_init_knn_top1",
            "random_init_linear_top1", "online_probe_acc", "wall_s", "images_per_s", "eval_s", *FINETUNE.values()]
-RUN_COLUMNS = [*SETTING, "seed", "variant", "status", "epochs_done", *METRICS, "collapsed", "note", "run_dir"]
+RUN_COLUMNS = [*SETTING, "seed", "variant", "status", "epochs_done", *METRICS, "linear_protocol", "collapsed", "note",
+               "run_dir"]
+# eval.protocol=sgd's linear top-1 (SGD on crop + flip views) is another number than the L-BFGS probe's: such runs
+# form their own setting, named by this suffix, so the two are never averaged together or shown unlabelled.
+SGD_SUFFIX = " (linear: sgd)"
 
 
 def check_paths(paths: list[str | Path]) -> None:
@@ -113,7 +117,7 @@ def run_row(run_dir: Path, skipped: list[str] | None = None) -> tuple[dict, dict
         return row, identity
     row["status"] = str(res.get("status") or "unknown")
     for key in ("knn_top1", "linear_top1", "linear_top5", "online_probe_acc", "wall_s", "images_per_s", "eval_s",
-                "collapsed", "epochs_done"):
+                "collapsed", "epochs_done", "linear_protocol"):
         if res.get(key) is not None:
             row[key] = res[key]
     for prefix, part in (("proj_", res.get("projector") or {}), ("random_init_", res.get("random_init") or {})):
@@ -143,7 +147,8 @@ def gather_runs(paths: list[str | Path], skipped: list[str] | None = None) -> pd
         first = next(row["note"] for row, _ in pairs)
         raise UserError(f"no usable run below {where}: all {len(pairs)} unreadable (first: {first})")
     df = pd.DataFrame([row for row, _ in pairs]).reindex(columns=RUN_COLUMNS)
-    df["label"] = _labels(df, [identity for _, identity in pairs])
+    df["label"] = [label + SGD_SUFFIX if protocol == "sgd" else label
+                   for label, protocol in zip(_labels(df, [identity for _, identity in pairs]), df["linear_protocol"])]
     return df.sort_values(["data", "encoder", "label", "epochs", "seed"], na_position="last").reset_index(drop=True)
 
 
@@ -220,7 +225,8 @@ def markdown_tables(runs: pd.DataFrame, summary: pd.DataFrame) -> str:
     return ("## Summary over seeds\n\n"
             "Mean ± std over the finished runs of each setting (n = finished / all runs). kNN: weighted, cosine, "
             "k = eval.knn_k (by default ~15% of a class's train images, at most 200: 20 on digits), T = eval.knn_t (0.1). Linear: offline L-BFGS logistic regression on frozen backbone features, weight decay "
-            "chosen on a validation split of train. † online probe: linear classifier trained during pretraining "
+            f"chosen on a validation split of train; settings marked '{SGD_SUFFIX.strip()}' were scored with "
+            "eval.protocol=sgd instead (SGD on crop + flip views of the frozen backbone). † online probe: linear classifier trained during pretraining "
             "on augmented train batches (last epoch) — not comparable to the offline linear probe.\n\n"
             + show.to_markdown(index=False) + "\n\n## Runs\n\n" + per_run.to_markdown(index=False, floatfmt=".2f", missingval="–")
             + "\n")

@@ -133,3 +133,16 @@ def test_a_seed_sweep_is_aggregated(tmp_path):
     summary = summarize(gather_runs([tmp_path / "sweep"]))
     assert len(summary) == 1 and summary.iloc[0]["n"] == 2 and summary.iloc[0]["seeds"] == "0,1"
     assert not math.isnan(summary.iloc[0]["knn_top1_std"])
+
+
+def test_sgd_linear_evaluation_is_its_own_setting_never_averaged_with_the_probe(tmp_path):
+    root = tmp_path / "runs"
+    make_run(root, "seed=0", results=finished(80.0, 90.0))
+    make_run(root, "seed=1", results=finished(80.0, 92.0))
+    make_run(root, "seed=2", results=finished(80.0, 70.0, linear_protocol="sgd"))
+    summary = summarize(gather_runs([root])).set_index("label")
+    assert list(summary.index) == ["byol", "byol (linear: sgd)"]
+    assert summary.loc["byol", "linear_top1_mean"] == 91.0 and summary.loc["byol", "n"] == 2
+    assert summary.loc["byol (linear: sgd)", "linear_top1_mean"] == 70.0
+    markdown, _ = compare([str(root)], str(tmp_path / "out"))
+    assert "byol (linear: sgd)" in markdown and "eval.protocol=sgd" in markdown
