@@ -106,7 +106,9 @@ def test_sweep_is_one_array_job_that_completes_and_compare_collects(tmp_path, su
 
 
 def test_requeued_task_resumes_and_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, submitted):
-    args = [*TINY, *HEADS, *SLURM, "deterministic=true", "trainer.epochs=8", "eval.enabled=false"]
+    # 16 epochs of 42 steps: long enough that both interruptions land mid-run even when SLURM takes ~15 s to act
+    args = [*TINY, *HEADS, *SLURM, "deterministic=true", "trainer.epochs=16", "trainer.batch_size=32",
+            "eval.enabled=false"]
     job = submit(submitted, *args, f"out_dir={tmp_path / 'interrupted'}")
     submit(submitted, *args, f"out_dir={tmp_path / 'reference'}")  # runs alongside on the second CPU
     run_dir = run_dir_for(load_config([*args, f"out_dir={tmp_path / 'interrupted'}"]))
@@ -121,11 +123,11 @@ def test_requeued_task_resumes_and_ends_with_the_weights_of_an_uninterrupted_run
     subprocess.run(["scancel", "--signal=USR2", job], check=True)  # submitit's path: checkpoint(), requeue
     wait_for(lambda: ended(tmp_path / "interrupted", 1) and ended(tmp_path / "reference", 1), 240, "both runs")
 
-    total = 8 * (1347 // 64)
+    total = 16 * (1347 // 32)
     steps = [int(s) for s in re.findall(r"resuming at step (\d+)/", log.read_text())]
     assert len(steps) == 2 and 0 < steps[0] < steps[1] < total, steps  # both interruptions came mid-run
     assert task_states(tmp_path / "interrupted")[0]["state"] == "finished"
-    assert [int(r["epoch"]) for r in csv.DictReader(open(run_dir / "metrics.csv"))] == list(range(1, 9))
+    assert [int(r["epoch"]) for r in csv.DictReader(open(run_dir / "metrics.csv"))] == list(range(1, 17))
     assert [p.name for p in (tmp_path / "interrupted").iterdir() if p.is_dir() and p.name != "jobs"] == [
         run_dir.name]  # no run dir duplicated
     got = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["method"]
