@@ -66,11 +66,11 @@ def _write(path: Path, split: dict[str, np.ndarray]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    except OSError:  # a read-only cache (or a file where its folder would be): the next start splits again
+        return
+    try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **split)
         os.replace(tmp, path)  # whole or absent: a concurrent reader never sees half a file
-    except OSError:  # a read-only or full cache: the next start splits again
-        try:
-            os.unlink(tmp)
-        except (OSError, UnboundLocalError):
-            pass
+    except OSError:  # a full disk: the partial file goes, the next start splits again
+        Path(tmp).unlink(missing_ok=True)

@@ -94,8 +94,10 @@ def command_kind(command: str) -> str:
 
 
 def first_of_each_kind(commands: list[str]) -> list[str]:
-    seen: set[str] = set()
-    return [c for c in commands if not (command_kind(c) in seen or seen.add(command_kind(c)))]
+    first: dict[str, int] = {}  # kind -> index of its first command
+    for i, command in enumerate(commands):
+        first.setdefault(command_kind(command), i)
+    return [commands[i] for i in sorted(first.values())]
 
 
 def test_extraction_follows_the_conventions():
