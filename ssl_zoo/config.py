@@ -269,6 +269,8 @@ def _check_types(cfg, defaults, path: str = "") -> None:
     if isinstance(cfg, DictConfig | ListConfig):
         raise UserError(f"{key}={schema._shown(cfg)} has the wrong type; set {key} to "
                         f"{schema.describe(type(defaults), {})}")
+    if schema.declared(key) is not None:  # typed by the schema (check() below), unions included: bool | "auto"
+        return
     want = type(defaults)
     ok = isinstance(cfg, want) or (want is float and isinstance(cfg, int) and not isinstance(cfg, bool))
     if want is int and isinstance(cfg, bool):

@@ -278,6 +278,8 @@ def evaluate_backbone(net: nn.Module, data: ImageData, cfg: DictConfig, device, 
 def evaluate_method(method: nn.Module, data: ImageData, cfg: DictConfig, device, cache: FeatureCache) -> dict:
     """Probes on the online backbone at the top level, on the projector output under "projector"."""
     out, feats = _evaluate_backbone(method.backbone, data, cfg, device, cache, "backbone")
+    if not cfg.eval.get("projector", True):
+        return out
     start = time.perf_counter()
     size, mean, std, bs = int(cfg.data.image_size), list(cfg.data.mean), list(cfg.data.std), int(cfg.eval.batch_size)
     train_x, train_y = eval_split(data, cfg)

