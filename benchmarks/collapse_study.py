@@ -22,7 +22,8 @@ from datetime import datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-FIGURES = ("collapse_heatmap.png", "collapse_z_std.png", "collapse_dino.png", "collapse_spectra.png")
+FIGURES = ("collapse_heatmap.png", "collapse_z_std.png", "collapse_effective_rank.png", "collapse_dino.png",
+           "collapse_spectra.png")
 
 
 def _cpu() -> str:
@@ -89,7 +90,7 @@ Command: `{command}` (the report is written at the end: `{md_path.parent}/report
 - Machine: {_cpu()}, shared with other work{load_text}; torch {torch.__version__}, Python {platform.python_version()}.
 - Sizes: {settings}.
 - Wall time: **{wall / 60:.1f} min** for {len(runs)} runs ({how}); pretraining alone {train_s / 60:.1f} min summed over runs,
-  the rest is evaluation (kNN + linear probes on backbone and projector) and start-up.
+  the rest is evaluation (kNN + linear probes of the backbone) and start-up.
 - Figures (copied from the report): {", ".join(f"[{n}]({n})" for n in FIGURES if (HERE / n).exists())}.
 
 ![linear top-1 per method and ablation](collapse_heatmap.png)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 from ssl_zoo import stopping
 from ssl_zoo.errors import UserError
@@ -56,26 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@contextmanager
-def _run_lock(args: argparse.Namespace) -> Iterator[None]:
-    """`ssl-zoo eval` holds the run directory's lock while it evaluates and rewrites results.json: a run that is
-    training is refused in one line (ssl_zoo.runlock). `ssl-zoo train` takes it in ssl_zoo.run, per run."""
-    if args.command != "eval":
-        yield
-        return
-    from pathlib import Path
-
-    from ssl_zoo.commands.folders import one_folder
-    from ssl_zoo.runlock import acquire
-
-    lock = acquire(Path(one_folder(args.overrides, "eval", "run directory")[0]).expanduser(), "ssl-zoo eval",
-                   create=False, leave_as_found=True)
-    try:
-        yield
-    finally:
-        lock.release()
-
-
 def main(argv: list[str] | None = None) -> int:
     _Parser.argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -84,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
         # Stop signals end these verbs with exit 3 in every phase (ssl_zoo.stopping). The `ssl-zoo` process keeps
         # the handlers to its end (argv None); a caller in Python gets its own back.
-        with stopping.handled(restore=argv is not None), _run_lock(args):
+        with stopping.handled(restore=argv is not None):
             message = STOPPABLE[args.command]
             with stopping.interruptible(message) if message else nullcontext():
                 return args.func(args)

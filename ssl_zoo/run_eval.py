@@ -23,6 +23,7 @@ from ssl_zoo.errors import UserError
 from ssl_zoo.evaluation import FeatureCache, evaluate_backbone, evaluate_method
 from ssl_zoo.finetune import check_data as check_finetune_data
 from ssl_zoo.finetune import evaluate_finetune
+from ssl_zoo.runlock import acquire
 from ssl_zoo.trainer import build_method, pick_device, pretrain_size, run_length
 
 # What the online probe number is (printed next to it): users of other frameworks mix online and offline numbers.
@@ -134,8 +135,17 @@ def check_eval_fits(cfg: DictConfig, train_images: int) -> None:
 
 
 def evaluate_run_dir(run_dir: Path, overrides: list[str] = ()) -> dict:
-    """Evaluates the newest checkpoint of a run directory and merges the numbers into its results.json.
+    """Evaluates the newest checkpoint of a run directory and merges the numbers into its results.json, holding
+    the run's lock (`ssl-zoo eval` and api.evaluate alike: a run that is training is refused in one line).
     A run without results.json is 'unfinished' unless its checkpoint is at the last step."""
+    lock = acquire(run_dir, "ssl-zoo eval", create=False, leave_as_found=True)
+    try:
+        return _evaluate_run_dir(run_dir, overrides)
+    finally:
+        lock.release()
+
+
+def _evaluate_run_dir(run_dir: Path, overrides: list[str]) -> dict:
     from ssl_zoo.run import results_header  # late: run imports this module
 
     start = time.perf_counter()

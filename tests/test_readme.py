@@ -124,6 +124,13 @@ def test_the_readme_has_commands_and_none_is_a_placeholder():
     assert not placeholders, f"README commands the test cannot run (placeholders): {placeholders}"
 
 
+def test_the_readme_names_every_shipped_ablation():
+    """The ablation list in the prose cannot fall behind conf/ablation/."""
+    text = README.read_text()
+    missing = [p.stem for p in sorted((ROOT / "conf" / "ablation").glob("*.yaml")) if p.stem not in text]
+    assert not missing, f"README.md does not name these ablations: {missing}"
+
+
 def test_inline_train_commands_are_valid_configs():
     from ssl_zoo import launch
     from ssl_zoo.sweep import expand_sweep

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from ssl_zoo import checkpoint
+from ssl_zoo import api, checkpoint
 from ssl_zoo.checkpoint import find_checkpoint
 from ssl_zoo.cli import main
 from ssl_zoo.config import load_config, run_dir_for
@@ -191,6 +191,8 @@ def test_a_second_start_is_refused_and_a_sigkilled_run_restarts(tmp_path, capsys
         line = _one_line_error(capsys, ["train", *args])
         assert f"in use by pid {first.pid} on {socket.gethostname()} (ssl-zoo train, since " in line, line
         assert _one_line_error(capsys, ["eval", str(run_dir)]).endswith(line.split(" is in use by ")[1])
+        with pytest.raises(RunInUse, match=f"in use by pid {first.pid}"):  # the Python API holds the lock too
+            api.evaluate(run_dir)
         assert writes == [] and not (run_dir / "results.json").exists()
     finally:
         first.kill()
