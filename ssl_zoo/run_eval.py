@@ -176,6 +176,13 @@ def _evaluate_run_dir(run_dir: Path, overrides: list[str]) -> dict:
     if status in (None, "unfinished", "failed"):  # a crash after the last step (in evaluation) ends here
         status = "finished" if step >= total else "unfinished"
         previous.pop("error", None)
+    # Entries the new evaluation may not recompute: the linear protocol's details describe the earlier top-level
+    # numbers (an SGD line would label an L-BFGS top-1), and a checkpoint's projector and fine-tuning numbers
+    # hold only for the step they were measured at.
+    stale = ["linear_sgd", "linear_lbfgs"]
+    if previous.get("evaluated_step", total if previous.get("status") == "finished" else None) != step:
+        stale += ["projector", "finetune"]
+    previous = {k: v for k, v in previous.items() if k not in stale}
     results = {**previous, **results_header(cfg), "status": status}
     if "wall_s" not in previous or status == "unfinished":  # training numbers from the checkpoint
         elapsed = float(state.get("elapsed", 0.0))

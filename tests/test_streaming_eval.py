@@ -123,6 +123,26 @@ def test_unreadable_eval_images_are_listed_once_marked_eval(sgd_run):
     assert all(line.startswith("eval\t") or line.split("\t")[0].isdigit() for line in lines)
 
 
+def test_a_later_probes_evaluation_drops_the_sgd_numbers_it_replaces(sgd_run, capsys):
+    run_dir, _ = sgd_run
+    assert main(["eval", str(run_dir), "eval.protocol=probes"]) == 0
+    r = json.loads((run_dir / "results.json").read_text())
+    assert r["linear_protocol"] == "lbfgs" and "linear_sgd" not in r and "linear_lbfgs" not in r
+    assert "projector" in r  # recomputed (same checkpoint)
+    assert "eval.protocol=sgd" not in capsys.readouterr().out
+
+
+def test_projector_numbers_are_kept_for_their_checkpoint_only(sgd_run):
+    run_dir, _ = sgd_run
+    results = run_dir / "results.json"
+    assert main(["eval", str(run_dir), "eval.projector=false"]) == 0
+    assert "projector" in json.loads(results.read_text())  # not recomputed, but of the same checkpoint
+    r = json.loads(results.read_text())
+    results.write_text(json.dumps({**r, "evaluated_step": 2}))  # as if measured at an earlier checkpoint
+    assert main(["eval", str(run_dir), "eval.projector=false"]) == 0
+    assert "projector" not in json.loads(results.read_text())
+
+
 def test_sgd_linear_protocol_on_in_memory_digits_learns_and_is_deterministic():
     from ssl_zoo.data import load_data
     from ssl_zoo.linear_eval import linear_sgd
