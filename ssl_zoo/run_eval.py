@@ -134,6 +134,12 @@ def check_eval_fits(cfg: DictConfig, train_images: int) -> None:
                         f"<= {n_train} (or null: chosen from the data)")
 
 
+def same_probes(a: dict, b: dict) -> bool:
+    """Whether two probe results were scored alike: the same kNN k and T and linear probe train images."""
+    return all(a.get(k) == b.get(k) for k in ("knn_k", "knn_t")) and (
+        (a.get("linear") or {}).get("n_train") == (b.get("linear") or {}).get("n_train"))
+
+
 def evaluate_run_dir(run_dir: Path, overrides: list[str] = ()) -> dict:
     """Evaluates the newest checkpoint of a run directory and merges the numbers into its results.json, holding
     the run's lock (`ssl-zoo eval` and api.evaluate alike: a run that is training is refused in one line).
@@ -190,7 +196,11 @@ def _evaluate_run_dir(run_dir: Path, overrides: list[str]) -> dict:
                         "images_per_s": round(step * int(cfg.trainer.batch_size) / max(elapsed, 1e-9), 1)})
         if rows:
             results.update(monitors.final_collapse(cfg, rows[-1]))  # `collapsed` and the last collapse metrics
-    results.update(evaluate_trained(method, data, cfg, device, run_dir, rows))
+    fresh = evaluate_trained(method, data, cfg, device, run_dir, rows)
+    results.update(fresh)
+    for key in ("projector", "random_init", "raw_pixels"):  # kept from before: comparable only with the same probes
+        if key in results and key not in fresh and not same_probes(results[key], fresh):
+            del results[key]
     results.update({"evaluated_step": step, "total_steps": total, "epochs_done": int(rows[-1]["epoch"]) if rows else 0,
                     "eval_s": round(time.perf_counter() - start, 2)})
     write_json(run_dir / "results.json", results)

@@ -132,12 +132,16 @@ def test_a_later_probes_evaluation_drops_the_sgd_numbers_it_replaces(sgd_run, ca
     assert "eval.protocol=sgd" not in capsys.readouterr().out
 
 
-def test_projector_numbers_are_kept_for_their_checkpoint_only(sgd_run):
+def test_projector_numbers_are_kept_for_their_checkpoint_and_probes_only(sgd_run):
     run_dir, _ = sgd_run
     results = run_dir / "results.json"
     assert main(["eval", str(run_dir), "eval.projector=false"]) == 0
     assert "projector" in json.loads(results.read_text())  # not recomputed, but of the same checkpoint
+    assert main(["eval", str(run_dir), "eval.projector=false", "eval.knn_k=5"]) == 0
+    assert "projector" not in json.loads(results.read_text())  # its kNN used another k
+    assert main(["eval", str(run_dir)]) == 0
     r = json.loads(results.read_text())
+    assert "projector" in r
     results.write_text(json.dumps({**r, "evaluated_step": 2}))  # as if measured at an earlier checkpoint
     assert main(["eval", str(run_dir), "eval.projector=false"]) == 0
     assert "projector" not in json.loads(results.read_text())
