@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ssl_zoo import runfiles
 from ssl_zoo.checkpoint import atomic_write_text
 from ssl_zoo.config import NON_IDENTITY_KEYS, check_data_root, config_hash
 from ssl_zoo.errors import UserError
@@ -23,15 +23,9 @@ from ssl_zoo.runlock import LOCK_NAME
 
 
 def read_results(run_dir: Path) -> dict | None:
-    """results.json as a dict; None when it is missing or is not a json object (truncated, a list, binary)."""
-    path = run_dir / "results.json"
-    if not path.exists():
-        return None
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
-        return None
-    return results if isinstance(results, dict) else None
+    """results.json as a dict; None when it is missing or is not what ssl-zoo writes there (one reader for every
+    verb: runfiles.read_results, which says why)."""
+    return runfiles.read_results(run_dir)[0]
 
 
 def checkpoint_stamp(run_dir: Path) -> tuple:
@@ -114,9 +108,9 @@ def check_existing(run_dir: Path, cfg: DictConfig) -> bool:
         raise UserError(f"{run_dir} holds a run with a different config ({_differences(saved_cfg, cfg)}); "
                         "use another run_name or out_dir, or the config it was started with")
     if (run_dir / "results.json").exists():
-        results = read_results(run_dir)
-        if not isinstance(results, dict):
-            raise UserError(f"{run_dir / 'results.json'} is unreadable; delete it to evaluate the run again")
+        results, problem = runfiles.read_results(run_dir)
+        if results is None:
+            raise UserError(f"{problem or run_dir / 'results.json'}: unreadable; move it away to evaluate the run again")
         if results.get("status") == "finished":
             raise UserError(f"{run_dir} is already finished (results.json); it is never overwritten — "
                             "pick another run_name or seed")

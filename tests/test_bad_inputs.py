@@ -93,6 +93,7 @@ def tree(tmp_path_factory):
         "finished": fabricate("finished", status="finished"),
         "diverged": fabricate("diverged", status="diverged"),
         "results_garbage": fabricate("results_garbage"),
+        "results_wrong_types": fabricate("results_wrong_types"),
         "other_config": fabricate("other_config", "seed=1"),
         "never": fabricate("never"),
         "config_garbage": fabricate("config_garbage"),
@@ -105,6 +106,8 @@ def tree(tmp_path_factory):
                                                                           "x": _Payload(root / "pwned")}}),
     }
     (run_dir_for(load_config(runs["results_garbage"])) / "results.json").write_text("{truncated")
+    (run_dir_for(load_config(runs["results_wrong_types"])) / "results.json").write_text(
+        '{"status": ["finished"], "knn_top1": "high"}')  # JSON, but not what ssl-zoo writes
     (run_dir_for(load_config(runs["config_garbage"])) / "config.yaml").write_text("trainer: [unclosed\n")
     (out / "foreign").mkdir()
     (out / "foreign" / "notes.txt").write_text("someone else's")
@@ -196,6 +199,7 @@ def _cases(t: dict) -> dict[str, list[str]]:
         "finished_run": runs["finished"],
         "diverged_run": runs["diverged"],
         "results_unreadable": runs["results_garbage"],
+        "results_wrong_types": runs["results_wrong_types"],
         "resume_other_config": [a for a in runs["other_config"] if a != "seed=1"],
         "resume_never": [*runs["never"], "resume=never"],
         "config_yaml_unreadable": runs["config_garbage"],
