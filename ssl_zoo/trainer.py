@@ -114,10 +114,13 @@ class Trainer:
         self.method = build_method(cfg, epochs=length).to(self.device)
         if self.world > 1 and cfg.launcher.get("sync_bn", False):
             self.method = ddp.sync_batchnorm(self.method, self.device)
-        # channels_last: oneDNN's and cuDNN's fast convolution layout (measured on 2 CPU cores: 20-30% off a
-        # small CNN's or ResNet-18's step); auto uses it wherever the model has convolutions.
+        # channels_last: cuDNN's and oneDNN's fast convolution layout (on 2 CPU cores 20-30% off a small CNN's or
+        # ResNet-18's step). auto: on CUDA; on a CPU too unless deterministic=true, because oneDNN's channels_last
+        # batch norm sums in an order that depends on the thread count (a few steps then differ by ~1e-2 between
+        # core counts and from DDP), where the default layout gives the same bits on any number of threads.
         has_conv = any(isinstance(m, torch.nn.Conv2d) for m in self.method.modules())
-        self.channels_last = cfg.trainer.channels_last is True or (cfg.trainer.channels_last == "auto" and has_conv)
+        auto = has_conv and (self.device.type == "cuda" or not cfg.deterministic)
+        self.channels_last = cfg.trainer.channels_last is True or (cfg.trainer.channels_last == "auto" and auto)
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.method.param_groups(), cfg.trainer)
