@@ -33,6 +33,11 @@ class SmallCNN(nn.Module):
         return self.features(x)
 
 
+def has_convolutions(module: nn.Module) -> bool:
+    """Whether the channels-last layout can speed a module up (it has 2-d convolutions)."""
+    return any(isinstance(m, nn.Conv2d) for m in module.modules())
+
+
 def _download_failed(what: str, err: Exception, cache: str) -> UserError:
     reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:240]
     return UserError(f"encoder.pretrained=true: cannot get {what} ({type(err).__name__}: {reason}); they download "

@@ -20,6 +20,7 @@ from torch import nn
 
 from ssl_zoo.checkpoint import atomic_write_bytes
 from ssl_zoo.data import ImageData
+from ssl_zoo.encoders import has_convolutions
 from ssl_zoo.probes import KNN_KS, KNN_TS, auto_knn_k, knn_key, knn_sweep, linear_probe
 from ssl_zoo.streaming.bad_samples import list_eval_samples
 from ssl_zoo.streaming.features import MappedRows, load_mapped, read_rows
@@ -36,7 +37,7 @@ def extract_features(net: Callable[[torch.Tensor], torch.Tensor], images: torch.
     written batch by batch to `out` (a memory-mapped .npy: streamed datasets) and returned memory-mapped.
     Conv nets run on a channels-last copy (1.3-1.7x faster on CPU too; the weights are only read)."""
     module = net if isinstance(net, nn.Module) else None
-    channels_last = module is not None and any(isinstance(m, nn.Conv2d) for m in module.modules())
+    channels_last = module is not None and has_convolutions(module)
     if channels_last:
         net = module = copy.deepcopy(module).to(memory_format=torch.channels_last)
     was_training = module.training if module is not None else False

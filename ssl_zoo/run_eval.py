@@ -140,6 +140,17 @@ def same_probes(a: dict, b: dict) -> bool:
         (a.get("linear") or {}).get("n_train") == (b.get("linear") or {}).get("n_train"))
 
 
+def stale(key: str, earlier, fresh: dict, same_step: bool) -> bool:
+    """Whether an earlier evaluation's entry that this one did not recompute must go: the SGD protocol's details
+    describe the earlier top-level numbers (kept, they would label an L-BFGS top-1 as SGD); projector and
+    fine-tuning numbers hold for their checkpoint only; probe numbers compare only when scored alike."""
+    if key in ("linear_sgd", "linear_lbfgs"):
+        return True
+    if key in ("projector", "finetune") and not same_step:
+        return True
+    return key in ("projector", "random_init", "raw_pixels") and not same_probes(earlier, fresh)
+
+
 def evaluate_run_dir(run_dir: Path, overrides: list[str] = ()) -> dict:
     """Evaluates the newest checkpoint of a run directory and merges the numbers into its results.json, holding
     the run's lock (`ssl-zoo eval` and api.evaluate alike: a run that is training is refused in one line).
@@ -182,13 +193,7 @@ def _evaluate_run_dir(run_dir: Path, overrides: list[str]) -> dict:
     if status in (None, "unfinished", "failed"):  # a crash after the last step (in evaluation) ends here
         status = "finished" if step >= total else "unfinished"
         previous.pop("error", None)
-    # Entries the new evaluation may not recompute: the linear protocol's details describe the earlier top-level
-    # numbers (an SGD line would label an L-BFGS top-1), and a checkpoint's projector and fine-tuning numbers
-    # hold only for the step they were measured at.
-    stale = ["linear_sgd", "linear_lbfgs"]
-    if previous.get("evaluated_step", total if previous.get("status") == "finished" else None) != step:
-        stale += ["projector", "finetune"]
-    previous = {k: v for k, v in previous.items() if k not in stale}
+    same_step = previous.get("evaluated_step", total if previous.get("status") == "finished" else None) == step
     results = {**previous, **results_header(cfg), "status": status}
     if "wall_s" not in previous or status == "unfinished":  # training numbers from the checkpoint
         elapsed = float(state.get("elapsed", 0.0))
@@ -198,9 +203,8 @@ def _evaluate_run_dir(run_dir: Path, overrides: list[str]) -> dict:
             results.update(monitors.final_collapse(cfg, rows[-1]))  # `collapsed` and the last collapse metrics
     fresh = evaluate_trained(method, data, cfg, device, run_dir, rows)
     results.update(fresh)
-    for key in ("projector", "random_init", "raw_pixels"):  # kept from before: comparable only with the same probes
-        if key in results and key not in fresh and not same_probes(results[key], fresh):
-            del results[key]
+    for key in [k for k in results if k not in fresh and stale(k, results[k], fresh, same_step)]:
+        del results[key]
     results.update({"evaluated_step": step, "total_steps": total, "epochs_done": int(rows[-1]["epoch"]) if rows else 0,
                     "eval_s": round(time.perf_counter() - start, 2)})
     write_json(run_dir / "results.json", results)

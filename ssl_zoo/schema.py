@@ -12,6 +12,7 @@ never breaks this one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 from dataclasses import dataclass, field
@@ -235,19 +236,25 @@ def _shown(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value).replace("True", "true").replace("False", "false")
 
 
+@functools.cache
+def _hints(schema: type) -> dict[str, Any]:
+    """A schema's field types (resolving the string annotations costs ~1 ms; every config check asks)."""
+    return get_type_hints(schema)
+
+
 def declared(path: str, schema: type = ConfigSchema) -> Any | None:
     """The type this schema gives a dotted key (e.g. trainer.channels_last), or None if it gives none."""
     tp: Any = schema
     for name in path.split("."):
         if not dataclasses.is_dataclass(tp):
             return None
-        tp = get_type_hints(tp).get(name)
+        tp = _hints(tp).get(name)
     return tp
 
 
 def check(node: DictConfig, schema: type, prefix: str = "") -> None:
     """Raise a one-line UserError for the first key of `node` that is missing, mistyped or out of range."""
-    hints = get_type_hints(schema)
+    hints = _hints(schema)
     for f in dataclasses.fields(schema):
         key, tp = f"{prefix}{f.name}", hints[f.name]
         optional = f.default is not dataclasses.MISSING

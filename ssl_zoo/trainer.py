@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ssl_zoo import ddp, distributed, monitors, stopping
 from ssl_zoo.checkpoint import RESUME_KEYS, find_checkpoint, save_checkpoint
 from ssl_zoo.data import ImageData
-from ssl_zoo.encoders import build_encoder
+from ssl_zoo.encoders import build_encoder, has_convolutions
 from ssl_zoo.errors import UserError
 from ssl_zoo.gpu_loader import ViewPrefetcher
 from ssl_zoo.method import Method, method_class
@@ -118,8 +118,7 @@ class Trainer:
         # ResNet-18's step). auto: on CUDA; on a CPU too unless deterministic=true, because oneDNN's channels_last
         # batch norm sums in an order that depends on the thread count (a few steps then differ by ~1e-2 between
         # core counts and from DDP), where the default layout gives the same bits on any number of threads.
-        has_conv = any(isinstance(m, torch.nn.Conv2d) for m in self.method.modules())
-        auto = has_conv and (self.device.type == "cuda" or not cfg.deterministic)
+        auto = has_convolutions(self.method) and (self.device.type == "cuda" or not cfg.deterministic)
         self.channels_last = cfg.trainer.channels_last is True or (cfg.trainer.channels_last == "auto" and auto)
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
