@@ -2,7 +2,7 @@
 HTML page and the same in markdown.
 
 Runs are gathered with analysis/results.py (every run directory below the sweep, whatever its state); the collapse
-fields come from each run's results.json (`collapsed` by ssl_zoo.monitors.COLLAPSE_RULE and the final metrics),
+fields come from each run's results.json (`collapsed` by ssl_zoo.evaluation.monitors.COLLAPSE_RULE and the final metrics),
 the curves from metrics.csv and the spectra from spectrum.npy / spectrum_backbone.npy.
 """
 
@@ -17,11 +17,13 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from ssl_zoo import runfiles
 from ssl_zoo.analysis import collapse_plots
 from ssl_zoo.analysis.compare_plots import draw, epochs_text
 from ssl_zoo.analysis.results import gather_runs, read_metrics
-from ssl_zoo.monitors import COLLAPSE_RULE
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.evaluation.monitors import COLLAPSE_RULE
+from ssl_zoo.runs import runfiles
+from ssl_zoo.runs.runfiles import check_output_folder
 
 # What the papers report (BYOL Table 5, SimSiam Tables 1-2, DINO, MoCo): (finding, collapses?), None where the
 # paper states no collapse verdict (an accuracy or "unstable" only).
@@ -235,7 +237,7 @@ def write_report(sweep_dir: Path, out_dir: Path, skipped: list[str] | None = Non
     """Writes report.md, report.html, collapse_runs.csv and the PNGs into out_dir; returns (md, html) paths.
     Everything is read and the tables are made before the first file is written; files that could not be used
     (and plots that could not be drawn from them) are named in `skipped`."""
-    from ssl_zoo.checkpoint import atomic_write_text
+    from ssl_zoo.runs.checkpoint import atomic_write_text
 
     skipped = [] if skipped is None else skipped
     runs, metrics, spectra = load_study(sweep_dir, skipped)
@@ -289,3 +291,13 @@ img{{max-width:100%;border:1px solid #ddd}}figure{{margin:1.5em 0}}figcaption{{f
 <h2>Results</h2>{table.to_html(index=False, border=0)}
 <h2>Plots</h2>{figs}</body></html>
 """
+
+
+def report(sweep_dir: str | Path, out: str | Path | None = None,
+           skipped: list[str] | None = None) -> tuple[Path, Path]:
+    """Writes the report; files that could not be used are named in `skipped`."""
+    sweep = Path(sweep_dir).expanduser()
+    if not sweep.is_dir():
+        raise UserError(f"{sweep} is not a directory (give the sweep's out_dir)")
+    out_dir = check_output_folder(Path(out) if out is not None else sweep / "report", "--out")
+    return write_report(sweep, out_dir, skipped)

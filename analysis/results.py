@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from ssl_zoo import runfiles
-from ssl_zoo.config import NON_IDENTITY_KEYS, config_hash, encoder_label
-from ssl_zoo.errors import UserError
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.runs import runfiles
+from ssl_zoo.runs.identity import NON_IDENTITY_KEYS, config_hash, encoder_label
 
 SETTING = ["data", "encoder", "method", "ablation", "epochs"]  # with `variant`, what seeds are averaged over
 # eval.protocol=finetune: results.json "finetune" keys -> columns (all labels, then the semi-supervised subsets)
@@ -61,7 +61,7 @@ def _is_run_config(path: Path) -> bool:
 
 
 def read_metrics(run_dir: Path, skipped: list[str] | None = None) -> pd.DataFrame | None:
-    """metrics.csv checked by ssl_zoo.runfiles; an unusable one is None and its reason goes to `skipped`."""
+    """metrics.csv checked by ssl_zoo.runs.runfiles; an unusable one is None and its reason goes to `skipped`."""
     df, problem = runfiles.read_metrics(run_dir)
     if problem and skipped is not None:
         skipped.append(problem)

@@ -66,7 +66,7 @@ def main() -> int:
     import pandas as pd
     import torch
 
-    from ssl_zoo.commands.report import report
+    from ssl_zoo.analysis.report import report
 
     md_path, _ = report(sweep)
     text = md_path.read_text()

@@ -4,7 +4,7 @@
 
 Pretraining throughput is measured on the real trainer over the first --train-images train images,
 twice (before and after the evaluation, to average out a shared CPU's load); the evaluation is the real
-end-of-training evaluation (ssl_zoo.run_eval.evaluate_trained) on the full 60k train / 10k test split, first with
+end-of-training evaluation (ssl_zoo.launch.run_eval.evaluate_trained) on the full 60k train / 10k test split, first with
 an empty feature cache, then again with it warm. One pretraining epoch is 60k images at the measured rate, so the
 ratio for an E-epoch run is eval_s / (E x epoch_s). Appends a dated section to benchmarks/EVAL.md.
 """
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from ssl_zoo.config import load_config
-from ssl_zoo.data import ImageData, load_data
-from ssl_zoo.run_eval import evaluate_trained
-from ssl_zoo.trainer import Trainer
+from ssl_zoo.config.load import load_config
+from ssl_zoo.data.datasets import ImageData, load_data
+from ssl_zoo.launch.run_eval import evaluate_trained
+from ssl_zoo.train.trainer import Trainer
 
 
 def train_rate(cfg, data: ImageData, n: int, run_dir: Path) -> tuple[float, Trainer]:

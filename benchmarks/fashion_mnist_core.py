@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from ssl_zoo.config import load_config
-from ssl_zoo.run import train
-from ssl_zoo.rundir import read_results
+from ssl_zoo.config.load import load_config
+from ssl_zoo.launch.run import train
+from ssl_zoo.runs.rundir import read_results
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ import torch
 from throughput import resize_rgb  # benchmarks/ is on sys.path when run as a script
 from torch import nn
 
-from ssl_zoo.data import load_fashion_mnist
-from ssl_zoo.encoders import _torchvision_resnet
+from ssl_zoo.data.datasets import load_fashion_mnist
+from ssl_zoo.models.encoders import _torchvision_resnet
 
 
 class PILImages(torch.utils.data.Dataset):

@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssl_zoo.config import load_config, run_dir_for
-from ssl_zoo.data import read_idx
-from ssl_zoo.run import train
-from ssl_zoo.rundir import read_results
+from ssl_zoo.config.load import load_config
+from ssl_zoo.data.datasets import read_idx
+from ssl_zoo.launch.run import train
+from ssl_zoo.runs.identity import run_dir_for
+from ssl_zoo.runs.rundir import read_results
 
 METHODS = ["byol", "simsiam", "mocov2", "mocov3", "dino", "simclr", "barlow"]
 # Per-method overrides of the shipped defaults, each needed to beat random init at this short budget (METHODS.md

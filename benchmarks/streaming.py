@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssl_zoo.streaming import synthetic
-from ssl_zoo.streaming.loader import CropSpec, load_streamed
+from ssl_zoo.data.streaming import synthetic
+from ssl_zoo.data.streaming.loader import CropSpec, load_streamed
 
 BATCH = 64
 VIEWS = [CropSpec(2, 224, (0.08, 1.0), (3 / 4, 4 / 3))]  # BYOL / SimSiam: two 224 px global views
@@ -173,7 +173,7 @@ def index_scale(tmp: Path, files: int, classes: int = 1000) -> dict:
 PROBE_CHILD = """
 import json, resource, sys, time
 import numpy as np, torch
-from ssl_zoo.probes import knn_sweep, linear_probe
+from ssl_zoo.evaluation.probes import knn_sweep, linear_probe
 train, test = np.load(sys.argv[1], mmap_mode="r"), np.load(sys.argv[2], mmap_mode="r")
 labels = np.load(sys.argv[3])
 train_y, test_y = torch.from_numpy(labels[:len(train)]), torch.from_numpy(labels[len(train):])
@@ -194,7 +194,7 @@ print(json.dumps({"knn_s": round(t_knn, 1), "linear_s": round(time.perf_counter(
 def probe_scale(tmp: Path, rows: int, dim: int = 128, test: int = 5000) -> list[dict]:
     """kNN + linear probe on `rows` float16 memory-mapped features (10 noisy linear classes), in a fresh process
     each: chunked from disk (what ImageNet-size features take) and, for comparison, read whole."""
-    from ssl_zoo.streaming.features import MappedRows
+    from ssl_zoo.evaluation.feature_store import MappedRows
 
     g = torch.Generator().manual_seed(0)
     w = torch.randn(dim, 10, generator=torch.Generator().manual_seed(1))

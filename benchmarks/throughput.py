@@ -35,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from ssl_zoo.config import load_config
-from ssl_zoo.data import ImageData, load_fashion_mnist, load_torchvision_data
-from ssl_zoo.errors import UserError
-from ssl_zoo.trainer import Trainer
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.config.load import load_config
+from ssl_zoo.data.datasets import ImageData, load_fashion_mnist, load_torchvision_data
+from ssl_zoo.train.trainer import Trainer
 
 # setup name -> encoder overrides, image side, batch size, steps per timed epoch
 SETUPS = {

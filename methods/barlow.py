@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_zoo.distributed import all_reduce_mean_, is_distributed
-from ssl_zoo.heads import mlp
-from ssl_zoo.method import Method, StepOutput
+from ssl_zoo.common.distributed import all_reduce_mean_, is_distributed
+from ssl_zoo.models.heads import mlp
+from ssl_zoo.models.method import Method, StepOutput
 
 
 def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

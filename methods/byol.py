@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_zoo.heads import mlp
-from ssl_zoo.method import Method, StepOutput
-from ssl_zoo.targets import ema_update, frozen_copy, momentum_at
+from ssl_zoo.models.heads import mlp
+from ssl_zoo.models.method import Method, StepOutput
+from ssl_zoo.models.targets import ema_update, frozen_copy, momentum_at
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_zoo.distributed import all_reduce_mean_
-from ssl_zoo.heads import mlp
-from ssl_zoo.method import Method, StepOutput
-from ssl_zoo.targets import ema_update, frozen_copy, momentum_at
+from ssl_zoo.common.distributed import all_reduce_mean_
+from ssl_zoo.models.heads import mlp
+from ssl_zoo.models.method import Method, StepOutput
+from ssl_zoo.models.targets import ema_update, frozen_copy, momentum_at
 
 
 def dino_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], center: torch.Tensor,

@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_zoo.distributed import all_gather_cat, rank
-from ssl_zoo.errors import UserError
-from ssl_zoo.heads import mlp
-from ssl_zoo.method import Method, StepOutput
-from ssl_zoo.targets import ema_update, frozen_copy, momentum_at
+from ssl_zoo.common.distributed import all_gather_cat, rank
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.models.heads import mlp
+from ssl_zoo.models.method import Method, StepOutput
+from ssl_zoo.models.targets import ema_update, frozen_copy, momentum_at
 
 
 def info_nce_in_batch(q: torch.Tensor, k_all: torch.Tensor, temperature: float, offset: int = 0) -> torch.Tensor:

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_zoo.distributed import all_gather_cat, is_distributed, rank
-from ssl_zoo.heads import mlp
-from ssl_zoo.method import Method, StepOutput
+from ssl_zoo.common.distributed import all_gather_cat, is_distributed, rank
+from ssl_zoo.models.heads import mlp
+from ssl_zoo.models.method import Method, StepOutput
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, z1_all: torch.Tensor | None = None,

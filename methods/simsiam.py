@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_zoo.heads import mlp
-from ssl_zoo.method import Method, StepOutput
+from ssl_zoo.models.heads import mlp
+from ssl_zoo.models.method import Method, StepOutput
 
 
 def simsiam_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_zoo import distributed
-from ssl_zoo.heads import mlp
-from ssl_zoo.method import Method, StepOutput
+from ssl_zoo.common import distributed
 from ssl_zoo.methods.dino import forward_crops  # one forward per run of equal-sized crops
+from ssl_zoo.models.heads import mlp
+from ssl_zoo.models.method import Method, StepOutput
 
 
 @torch.no_grad()

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_zoo.distributed import all_gather_cat
-from ssl_zoo.heads import mlp
-from ssl_zoo.method import Method, StepOutput
+from ssl_zoo.common.distributed import all_gather_cat
+from ssl_zoo.models.heads import mlp
+from ssl_zoo.models.method import Method, StepOutput
 
 
 def off_diagonal(m: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 Every config goes through the same composition and checks as `ssl-zoo train`: keyword arguments are the CLI's
 overrides (`data="cifar10"` picks a config group, `**{"method.tau_base": 0.99}` or `trainer={"epochs": 5}` sets
-keys), and a mistake raises ssl_zoo.errors.UserError with the CLI's one-line message.
+keys), and a mistake raises ssl_zoo.common.errors.UserError with the CLI's one-line message.
 
     from ssl_zoo import api
     model = api.build("byol", encoder="resnet18_cifar", data="cifar10", **{"method.tau_base": 0.996})
@@ -18,11 +18,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ssl_zoo.config import GROUPS
-from ssl_zoo.data import ImageData
-from ssl_zoo.errors import UserError
-from ssl_zoo.method import Method
-from ssl_zoo.views import ViewMaker
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.config.compose import GROUPS
+from ssl_zoo.data.datasets import ImageData
+from ssl_zoo.data.views import ViewMaker
+from ssl_zoo.models.method import Method
 
 # The overrides each config came from, to refuse a config edited by assignment (it would skip the checks).
 _ORIGIN: dict[int, tuple[list[str], str]] = {}
@@ -68,7 +68,7 @@ def overrides(method: str | None = None, settings: Mapping[str, Any] | None = No
 
 def config(method: str = "byol", *args: str, **settings: Any) -> DictConfig:
     """The resolved, checked config: `ssl-zoo show method=<method> <args...> <settings...>`."""
-    from ssl_zoo.launch import load
+    from ssl_zoo.launch.launcher import load
 
     ovr = overrides(method, settings, args)
     cfg = load(ovr)
@@ -92,7 +92,7 @@ def build(method_or_cfg: str | DictConfig = "byol", *args: str, **settings: Any)
     """The method (an nn.Module) with its encoder and heads, initialised from the config's seed, on the CPU:
     model.backbone is the online encoder, model.training_step(views, progress) the objective,
     model.after_step(progress) the target rule (EMA, queue, centre)."""
-    from ssl_zoo.trainer import build_method
+    from ssl_zoo.train.trainer import build_method
 
     return build_method(_as_config(method_or_cfg, args, settings))
 
@@ -101,7 +101,7 @@ def wrap(method: str, backbone: nn.Module, *args: str, feat_dim: int | None = No
     """A method with its shipped defaults around your own backbone (any nn.Module mapping images [B, C, H, W]
     to features [B, D], e.g. a timm model with num_classes=0). feat_dim is found by a forward pass on an image of
     the config's data.channels and data.image_size when not given."""
-    from ssl_zoo.method import method_class
+    from ssl_zoo.models.method import method_class
 
     cfg = config(method, *args, **settings)
     if feat_dim is None:
@@ -115,8 +115,8 @@ def wrap(method: str, backbone: nn.Module, *args: str, feat_dim: int | None = No
 
 def load_data(cfg: DictConfig) -> ImageData:
     """The config's dataset as uint8 tensors: .train_x [N, C, H, W], .train_y, .test_x, .test_y."""
-    from ssl_zoo.config import check_data_root
-    from ssl_zoo.data import load_data as _load
+    from ssl_zoo.data.datasets import check_data_root
+    from ssl_zoo.data.datasets import load_data as _load
 
     check_data_root(cfg)
     return _load(cfg.data)
@@ -124,7 +124,7 @@ def load_data(cfg: DictConfig) -> ImageData:
 
 def view_maker(cfg: DictConfig) -> ViewMaker:
     """The config's augmentations: view_maker(cfg)(uint8 batch, torch.Generator) -> list of float views."""
-    from ssl_zoo.views import build_view_maker
+    from ssl_zoo.data.views import build_view_maker
 
     return build_view_maker(cfg.views, list(cfg.data.mean), list(cfg.data.std))
 
@@ -132,7 +132,7 @@ def view_maker(cfg: DictConfig) -> ViewMaker:
 def optimizer(model: Method, cfg: DictConfig) -> torch.optim.Optimizer:
     """The trainer's optimizer for the method's parameter groups, at the config's base lr (the trainer
     also schedules the lr per step: warm-up, then cosine)."""
-    from ssl_zoo.optim import build_optimizer
+    from ssl_zoo.train.optim import build_optimizer
 
     return build_optimizer(model.param_groups(), cfg.trainer)
 
@@ -140,14 +140,14 @@ def optimizer(model: Method, cfg: DictConfig) -> torch.optim.Optimizer:
 def train(method_or_cfg: str | DictConfig = "byol", *args: str, **settings: Any) -> Path:
     """Trains (or resumes) a run exactly as `ssl-zoo train` does, with the same run directory, checks and
     results.json; returns the run directory."""
-    from ssl_zoo.run import train as _train
+    from ssl_zoo.launch.run import train as _train
 
     return _train(_as_config(method_or_cfg, args, settings))
 
 
 def results(run_dir: str | Path) -> dict:
     """A run's results.json (kNN, linear, fine-tuning numbers, status)."""
-    from ssl_zoo.rundir import read_results
+    from ssl_zoo.runs.rundir import read_results
 
     found = read_results(Path(run_dir).expanduser())
     if found is None:
@@ -157,9 +157,9 @@ def results(run_dir: str | Path) -> dict:
 
 def load_run(run_dir: str | Path) -> Method:
     """The whole method of a run's newest checkpoint (heads and target side included), in eval mode."""
-    from ssl_zoo.checkpoint import load_checkpoint
-    from ssl_zoo.run_eval import load_run_config
-    from ssl_zoo.trainer import build_method
+    from ssl_zoo.launch.run_eval import load_run_config
+    from ssl_zoo.runs.checkpoint import load_checkpoint
+    from ssl_zoo.train.trainer import build_method
 
     run_dir = Path(run_dir).expanduser()
     cfg = load_run_config(run_dir)
@@ -195,14 +195,14 @@ def export(run_dir: str | Path, out: str | Path | None = None) -> Path:
 def evaluate(run_dir: str | Path, **settings: Any) -> dict:
     """`ssl-zoo eval`: probes (and, with eval={"protocol": "finetune"}, fine-tuning) of a run's newest
     checkpoint, merged into its results.json; settings are eval.* keys or device."""
-    from ssl_zoo.run_eval import evaluate_run_dir
+    from ssl_zoo.launch.run_eval import evaluate_run_dir
 
     return evaluate_run_dir(Path(run_dir).expanduser(), overrides(None, settings))
 
 
 def features(backbone: nn.Module, images: torch.Tensor, cfg: DictConfig, batch_size: int = 512) -> torch.Tensor:
     """Backbone features of uint8 images under the evaluation transform (resize, normalise), in eval mode."""
-    from ssl_zoo.evaluation import extract_features
+    from ssl_zoo.evaluation.frozen import extract_features
 
     d = cfg.data
     return extract_features(backbone, images, int(d.image_size), list(d.mean), list(d.std), batch_size)

@@ -7,8 +7,8 @@ import importlib
 import sys
 from contextlib import nullcontext
 
-from ssl_zoo import stopping
-from ssl_zoo.errors import UserError
+from ssl_zoo.common import stopping
+from ssl_zoo.common.errors import UserError
 
 EXIT_USER_ERROR = 2
 EXIT_PREEMPTED = 3
@@ -17,7 +17,7 @@ EXIT_DIVERGED = 4
 # Each verb lives in ssl_zoo/commands/<name>.py.
 COMMANDS = ["train", "show", "status", "eval", "compare", "report", "export", "synthetic"]
 # Verbs that write run files, and what a stop signal interrupts at once (None: training stops at a step boundary,
-# ssl_zoo.stopping).
+# ssl_zoo.common.stopping).
 STOPPABLE = {"train": None, "eval": "stopped during the evaluation; results.json unchanged"}
 
 
@@ -27,7 +27,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse's usage + message would be several lines
         flags = [t for t in message.removeprefix("unrecognized arguments: ").split() if t.startswith("--")]
         if message.startswith("unrecognized arguments:") and flags:  # `--epochs 3`: a key typed as a flag
-            from ssl_zoo.config import flag_hint
+            from ssl_zoo.config.compose import flag_hint
 
             after = self.argv[self.argv.index(flags[0]) + 1:] if flags[0] in self.argv else []
             message = flag_hint(flags[0], after[0] if after and not after[0].startswith("-") else None)
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command not in STOPPABLE:
             return args.func(args)
-        # Stop signals end these verbs with exit 3 in every phase (ssl_zoo.stopping). The `ssl-zoo` process keeps
+        # Stop signals end these verbs with exit 3 in every phase (ssl_zoo.common.stopping). The `ssl-zoo` process keeps
         # the handlers to its end (argv None); a caller in Python gets its own back.
         with stopping.handled(restore=argv is not None):
             message = STOPPABLE[args.command]
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_PREEMPTED
         # Diverged comes from the trainer, so it is imported when it is raised; verbs that never train (show,
         # status, compare, report) do not pay for importing it (timm, torchvision, dynamo).
-        trainer = sys.modules.get("ssl_zoo.trainer")
+        trainer = sys.modules.get("ssl_zoo.train.trainer")
         if trainer is not None and isinstance(err, trainer.Diverged):
             print(f"ssl-zoo: diverged: {err}; the last good checkpoint is kept", file=sys.stderr)
             return EXIT_DIVERGED

@@ -24,9 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ssl_zoo.checkpoint import find_checkpoint, fsync_dir
-from ssl_zoo.encoders import SmallCNN, library, timm_kwargs
-from ssl_zoo.errors import UserError
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.models.encoders import SmallCNN, library, timm_kwargs
+from ssl_zoo.runs.checkpoint import find_checkpoint, fsync_dir
 
 CARD_FORMAT = "ssl-zoo backbone card 1"
 WEIGHTS, CARD = "backbone.safetensors", "card.json"
@@ -89,7 +89,7 @@ def load_snippet(card: dict, weights: str = WEIGHTS) -> str:
                 f'net = timm.create_model("{arch}"{args})\n{load}')
     if lib == "ssl_zoo":
         args = ", ".join(f"{k}={v!r}" for k, v in card["kwargs"].items())
-        return (f"from safetensors.torch import load_file\nfrom ssl_zoo.encoders import SmallCNN\n"
+        return (f"from safetensors.torch import load_file\nfrom ssl_zoo.models.encoders import SmallCNN\n"
                 f"net = SmallCNN({args})\n{load}")
     lines = ["import torch, torchvision", "from safetensors.torch import load_file",
              f"net = torchvision.models.{arch}(); net.fc = torch.nn.Identity()"]
@@ -137,8 +137,8 @@ def export_run(run_dir: Path, out: Path | None = None) -> Path:
     """Writes <out>/backbone.safetensors and <out>/card.json (default out: <run_dir>/export) and returns out.
     Refuses (UserError, nothing written) a folder that is not a run, a run without a checkpoint and an
     existing out."""
-    from ssl_zoo.run_eval import load_run_config
-    from ssl_zoo.runfiles import check_output_folder, read_results
+    from ssl_zoo.launch.run_eval import load_run_config
+    from ssl_zoo.runs.runfiles import check_output_folder, read_results
 
     run_dir = Path(run_dir).expanduser()
     cfg = load_run_config(run_dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ssl_zoo.config import load_config
+from ssl_zoo.config.load import load_config
 
 from tiny import tiny_overrides
 

@@ -14,11 +14,13 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from ssl_zoo import ablations
-from ssl_zoo.config import conf_dir, load_config, run_dir_for
-from ssl_zoo.errors import UserError
-from ssl_zoo.trainer import build_method, step_generator
-from ssl_zoo.views import build_view_maker
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.common.paths import conf_dir
+from ssl_zoo.config import ablations
+from ssl_zoo.config.load import load_config
+from ssl_zoo.data.views import build_view_maker
+from ssl_zoo.runs.identity import run_dir_for
+from ssl_zoo.train.trainer import build_method, step_generator
 
 ABLATIONS = sorted(p.stem for p in (conf_dir() / "ablation").glob("*.yaml"))
 METHODS = sorted(p.stem for p in (conf_dir() / "method").glob("*.yaml"))
@@ -183,7 +185,7 @@ def test_ablation_methods_list_restricts_further(tmp_path, monkeypatch):
 
 
 def test_collapse_study_expands_into_its_grid():
-    from ssl_zoo.study import expand_studies
+    from ssl_zoo.launch.study import expand_studies
 
     jobs, expanded = expand_studies([["experiment=collapse_study"]])
     assert expanded

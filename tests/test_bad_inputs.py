@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssl_zoo.checkpoint import save_checkpoint, write_json
 from ssl_zoo.cli import main
-from ssl_zoo.config import load_config, run_dir_for
-from ssl_zoo.rundir import write_config
+from ssl_zoo.config.load import load_config
+from ssl_zoo.runs.checkpoint import save_checkpoint, write_json
+from ssl_zoo.runs.identity import run_dir_for
+from ssl_zoo.runs.rundir import write_config
 
 from tiny import tiny_overrides
 
@@ -273,8 +274,8 @@ def test_bad_inputs_through_the_real_executable(tree):
 
 
 def test_a_corrupt_deflate_stream_is_a_user_error(tmp_path):
-    from ssl_zoo.data import read_idx
-    from ssl_zoo.errors import UserError
+    from ssl_zoo.common.errors import UserError
+    from ssl_zoo.data.datasets import read_idx
 
     data = bytearray(gzip.compress(_idx((10, 28, 28))))
     data[12] ^= 0x55  # the first byte of the deflate stream: zlib.error, not a gzip CRC error

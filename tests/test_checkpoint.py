@@ -9,19 +9,20 @@ import pickle
 import pytest
 import torch
 
-from ssl_zoo import checkpoint
-from ssl_zoo.checkpoint import (
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.config.load import load_config
+from ssl_zoo.data.datasets import load_data
+from ssl_zoo.runs import checkpoint
+from ssl_zoo.runs.checkpoint import (
     atomic_write_text,
     find_checkpoint,
     load_checkpoint,
     read_checkpoint,
     save_checkpoint,
 )
-from ssl_zoo.config import load_config, run_dir_for
-from ssl_zoo.data import load_data
-from ssl_zoo.errors import UserError
-from ssl_zoo.rundir import check_existing, write_config, write_metrics
-from ssl_zoo.trainer import Diverged, Trainer
+from ssl_zoo.runs.identity import run_dir_for
+from ssl_zoo.runs.rundir import check_existing, write_config, write_metrics
+from ssl_zoo.train.trainer import Diverged, Trainer
 
 from tiny import tiny_overrides
 

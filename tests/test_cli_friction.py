@@ -11,8 +11,9 @@ import pytest
 
 from ssl_zoo.cli import main
 from ssl_zoo.commands.folders import split_folders
-from ssl_zoo.config import choices, load_config
-from ssl_zoo.errors import UserError
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.config.compose import choices
+from ssl_zoo.config.load import load_config
 
 from tiny import tiny_overrides
 

@@ -10,8 +10,8 @@ import csv
 
 import pytest
 
-from ssl_zoo.config import load_config
-from ssl_zoo.run import train
+from ssl_zoo.config.load import load_config
+from ssl_zoo.launch.run import train
 
 BASE = ["data=digits", "encoder=small_cnn", "encoder.width=8", "trainer.batch_size=32", "eval.enabled=false",
         "eval.online_probe=false", "progress_bar=false", "monitor.num_images=256"]

@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from ssl_zoo.analysis.results import gather_runs, summarize
 from ssl_zoo.cli import main
 from ssl_zoo.commands.compare import compare
-from ssl_zoo.config import load_config, run_dir_for
+from ssl_zoo.config.load import load_config
+from ssl_zoo.runs.identity import run_dir_for
 
 from tiny import tiny_overrides
 

@@ -17,12 +17,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ssl_zoo import footprint
-from ssl_zoo.checkpoint import RESUME_KEYS, find_checkpoint, save_checkpoint
 from ssl_zoo.cli import main
-from ssl_zoo.config import check_paths, check_run_config, load_config, run_dir_for
-from ssl_zoo.errors import UserError
-from ssl_zoo.sweep import MAX_RUNS, expand_sweep
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.config import footprint
+from ssl_zoo.config.load import check_run_config, load_config
+from ssl_zoo.config.overrides import MAX_RUNS, expand_sweep
+from ssl_zoo.config.run_paths import check_paths
+from ssl_zoo.runs.checkpoint import RESUME_KEYS, find_checkpoint, save_checkpoint
+from ssl_zoo.runs.identity import run_dir_for
 
 from tiny import tiny_overrides
 
@@ -345,7 +347,7 @@ def test_checkpoints_all_lacking_an_entry_are_one_line_naming_it(tmp_path, chang
 
 
 def test_resuming_from_checkpoints_lacking_an_entry_is_one_line_naming_it(tmp_path, capsys):
-    from ssl_zoo.rundir import write_config
+    from ssl_zoo.runs.rundir import write_config
 
     args = tiny_overrides(tmp_path, "eval.enabled=false", "device=cpu")
     run_dir = run_dir_for(load_config(args))
@@ -375,7 +377,7 @@ def _encoder(**keys):
 
 
 def test_pretrained_resnet_without_a_network_is_one_line(offline_hub):
-    from ssl_zoo.encoders import build_encoder
+    from ssl_zoo.models.encoders import build_encoder
 
     with pytest.raises(UserError) as err:
         build_encoder(_encoder(), 3, 32)
@@ -388,7 +390,7 @@ def test_pretrained_resnet_loads_the_cached_weights(offline_hub):
     stem filters summed)."""
     import torchvision
 
-    from ssl_zoo.encoders import build_encoder
+    from ssl_zoo.models.encoders import build_encoder
 
     weights = torchvision.models.ResNet18_Weights.DEFAULT
     reference = torchvision.models.resnet18()
@@ -403,7 +405,7 @@ def test_pretrained_resnet_loads_the_cached_weights(offline_hub):
 def test_pretrained_timm_model_without_a_network_is_one_line(tmp_path, monkeypatch):
     import huggingface_hub.constants
 
-    from ssl_zoo.encoders import build_encoder
+    from ssl_zoo.models.encoders import build_encoder
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # what no network looks like, at once
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # and nothing cached

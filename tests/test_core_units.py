@@ -9,12 +9,12 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from ssl_zoo.encoders import build_encoder
-from ssl_zoo.heads import mlp
 from ssl_zoo.methods.byol import byol_loss
 from ssl_zoo.methods.simsiam import simsiam_loss
-from ssl_zoo.optim import lr_at
-from ssl_zoo.targets import ema_update, momentum_at
+from ssl_zoo.models.encoders import build_encoder
+from ssl_zoo.models.heads import mlp
+from ssl_zoo.models.targets import ema_update, momentum_at
+from ssl_zoo.train.optim import lr_at
 
 
 def test_byol_loss_hand_computed():

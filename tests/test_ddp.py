@@ -18,11 +18,12 @@ import sys
 import pytest
 import torch
 
-from ssl_zoo.config import load_config, run_dir_for
-from ssl_zoo.ddp import shard_views
-from ssl_zoo.errors import UserError
-from ssl_zoo.trainer import Trainer
-from ssl_zoo.views import build_view_maker
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.config.load import load_config
+from ssl_zoo.data.views import build_view_maker
+from ssl_zoo.runs.identity import run_dir_for
+from ssl_zoo.train.ddp import shard_views
+from ssl_zoo.train.trainer import Trainer
 
 from tiny import tiny_overrides
 
@@ -70,12 +71,12 @@ def test_shard_views_are_the_rows_of_the_global_views():
 
 def test_resume_on_another_number_of_processes_is_refused(tmp_path):
     cfg = load_config(tiny_overrides(tmp_path))
-    from ssl_zoo.data import load_data
+    from ssl_zoo.data.datasets import load_data
 
     trainer = Trainer(cfg, load_data(cfg.data), run_dir_for(cfg))
     state = trainer.state()
     state["world_size"] = 2
-    from ssl_zoo.checkpoint import save_checkpoint
+    from ssl_zoo.runs.checkpoint import save_checkpoint
 
     save_checkpoint(trainer.run_dir, state)
     with pytest.raises(UserError, match="2 process"):

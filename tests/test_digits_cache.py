@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ssl_zoo import digits
+from ssl_zoo.data import digits
 
 
 @pytest.fixture

@@ -11,15 +11,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ssl_zoo.checkpoint import load_checkpoint
 from ssl_zoo.cli import main
-from ssl_zoo.config import load_config, run_dir_for
-from ssl_zoo.data import load_data
-from ssl_zoo.probes import knn_key, knn_sweep, linear_probe
-from ssl_zoo.run import train
-from ssl_zoo.run_eval import evaluate_run_dir, evaluate_trained
-from ssl_zoo.rundir import write_config
-from ssl_zoo.trainer import Trainer, build_method
+from ssl_zoo.config.load import load_config
+from ssl_zoo.data.datasets import load_data
+from ssl_zoo.evaluation.probes import knn_key, knn_sweep, linear_probe
+from ssl_zoo.launch.run import train
+from ssl_zoo.launch.run_eval import evaluate_run_dir, evaluate_trained
+from ssl_zoo.runs.checkpoint import load_checkpoint
+from ssl_zoo.runs.identity import run_dir_for
+from ssl_zoo.runs.rundir import write_config
+from ssl_zoo.train.trainer import Trainer, build_method
 
 from tiny import TINY, tiny_overrides
 

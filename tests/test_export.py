@@ -12,12 +12,12 @@ import torchvision
 from safetensors.torch import load_file
 from torch import nn
 
-from ssl_zoo.checkpoint import load_checkpoint
 from ssl_zoo.cli import main
-from ssl_zoo.config import load_config
+from ssl_zoo.config.load import load_config
+from ssl_zoo.data.views import plain_view
 from ssl_zoo.export import export_run, load_exported
-from ssl_zoo.run import train
-from ssl_zoo.views import plain_view
+from ssl_zoo.launch.run import train
+from ssl_zoo.runs.checkpoint import load_checkpoint
 
 from tiny import tiny_overrides
 
@@ -32,7 +32,7 @@ def _tiny_run(tmp_path, *extra: str):
 
 
 def _features(net: nn.Module, run_dir) -> torch.Tensor:
-    from ssl_zoo.data import load_digits_data
+    from ssl_zoo.data.datasets import load_digits_data
 
     x = plain_view(load_digits_data().test_x[:16], 16, [0.305], [0.376])
     with torch.no_grad():
@@ -40,8 +40,8 @@ def _features(net: nn.Module, run_dir) -> torch.Tensor:
 
 
 def _trained_backbone(run_dir) -> tuple[nn.Module, dict]:
-    from ssl_zoo.run_eval import load_run_config
-    from ssl_zoo.trainer import build_method
+    from ssl_zoo.launch.run_eval import load_run_config
+    from ssl_zoo.train.trainer import build_method
 
     method = build_method(load_run_config(run_dir))
     state = load_checkpoint(run_dir)

@@ -23,9 +23,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssl_zoo.checkpoint import find_checkpoint, read_checkpoint
 from ssl_zoo.cli import main
-from ssl_zoo.config import load_config, run_dir_for
+from ssl_zoo.config.load import load_config
+from ssl_zoo.runs.checkpoint import find_checkpoint, read_checkpoint
+from ssl_zoo.runs.identity import run_dir_for
 
 from tiny import tiny_overrides
 
@@ -38,7 +39,7 @@ ZYGOTE = r"""
 import json, os, shutil, sys, time
 import torch
 from ssl_zoo.cli import main
-import ssl_zoo.run, ssl_zoo.trainer  # the heavy imports, done once
+import ssl_zoo.launch.run, ssl_zoo.train.trainer  # the heavy imports, done once
 real_fsync, real_replace, opts = os.fsync, os.replace, {}
 def fsync(fd):
     try:

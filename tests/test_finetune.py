@@ -9,13 +9,13 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from ssl_zoo.checkpoint import load_checkpoint
 from ssl_zoo.cli import main
-from ssl_zoo.config import load_config
-from ssl_zoo.errors import UserError
-from ssl_zoo.finetune import balanced_subset, subset_sha1
-from ssl_zoo.probes import auto_knn_k
-from ssl_zoo.run import train
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.config.load import load_config
+from ssl_zoo.evaluation.finetune import balanced_subset, subset_sha1
+from ssl_zoo.evaluation.probes import auto_knn_k
+from ssl_zoo.launch.run import train
+from ssl_zoo.runs.checkpoint import load_checkpoint
 
 from tiny import tiny_overrides
 
@@ -66,7 +66,7 @@ def test_eval_finetune_writes_results_and_compare_columns(tmp_path, capsys):
 def test_old_run_configs_get_new_eval_keys(tmp_path):
     from omegaconf import OmegaConf
 
-    from ssl_zoo.run_eval import apply_overrides, load_run_config
+    from ssl_zoo.launch.run_eval import apply_overrides, load_run_config
 
     cfg = load_config(tiny_overrides(tmp_path))
     with open_dict(cfg):

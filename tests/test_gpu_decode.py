@@ -10,9 +10,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ssl_zoo.streaming import synthetic
-from ssl_zoo.streaming.gpu_decode import DeviceDecoder, EncodedTrainBatches
-from ssl_zoo.streaming.loader import CropSpec, TrainBatches, load_streamed
+from ssl_zoo.data.streaming import synthetic
+from ssl_zoo.data.streaming.gpu_decode import DeviceDecoder, EncodedTrainBatches
+from ssl_zoo.data.streaming.loader import CropSpec, TrainBatches, load_streamed
 
 from tiny import tiny_overrides
 
@@ -68,7 +68,8 @@ def test_streamed_loader_with_gpu_decode_gives_the_cpu_loaders_batches(folder, t
 
 def test_training_with_gpu_decode(folder, tmp_path):
     from ssl_zoo.cli import main
-    from ssl_zoo.config import load_config, run_dir_for
+    from ssl_zoo.config.load import load_config
+    from ssl_zoo.runs.identity import run_dir_for
 
     base = [a for a in tiny_overrides(tmp_path) if a not in ("data=digits", "trainer.batch_size=64")]
     args = [*base, "data=imagefolder", f"data.root={folder}", f"data.index_dir={tmp_path / 'index'}",

@@ -8,10 +8,10 @@ import functools
 import pytest
 import torch
 
-from ssl_zoo.config import load_config
-from ssl_zoo.data import load_data
-from ssl_zoo.gpu_loader import ViewPrefetcher
-from ssl_zoo.trainer import Trainer
+from ssl_zoo.config.load import load_config
+from ssl_zoo.data.datasets import load_data
+from ssl_zoo.train.prefetch import ViewPrefetcher
+from ssl_zoo.train.trainer import Trainer
 
 from tiny import tiny_overrides
 

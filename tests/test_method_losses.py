@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from ssl_zoo.config import load_config
-from ssl_zoo.errors import UserError
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.config.load import load_config
 from ssl_zoo.methods.barlow import barlow_loss, cross_correlation
 from ssl_zoo.methods.dino import DINO, dino_loss, teacher_temp_at
 from ssl_zoo.methods.mocov2 import MoCoV2, SplitBatchNorm2d, info_nce_queue, split_batchnorm_
@@ -298,7 +298,7 @@ def test_barlow_loss_is_zero_for_identical_decorrelated_views():
 def _two_rank_worker(rank: int, store: str) -> None:
     import torch.distributed as dist
 
-    from ssl_zoo import distributed as D
+    from ssl_zoo.common import distributed as D
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)

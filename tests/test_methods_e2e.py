@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ssl_zoo.cli import main
-from ssl_zoo.config import load_config, run_dir_for
+from ssl_zoo.config.load import load_config
+from ssl_zoo.runs.identity import run_dir_for
 
 COMMON = ["data=digits", "encoder=small_cnn", "encoder.width=8", "trainer.batch_size=128", "trainer.epochs=1",
           "eval.random_init=false", "progress_bar=false", "monitor.num_images=128"]

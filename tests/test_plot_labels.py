@@ -10,7 +10,8 @@ from test_compare import finished, make_run
 from ssl_zoo.analysis.compare_plots import epochs_text, plot_probe_accuracy, spread_text
 from ssl_zoo.analysis.report import sample_limited
 from ssl_zoo.analysis.results import gather_runs
-from ssl_zoo.config import encoder_label, load_config
+from ssl_zoo.config.load import load_config
+from ssl_zoo.runs.identity import encoder_label
 
 from tiny import tiny_overrides
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from ssl_zoo import api
-from ssl_zoo.config import load_config, run_dir_for
-from ssl_zoo.errors import UserError
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.config.load import load_config
+from ssl_zoo.runs.identity import run_dir_for
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

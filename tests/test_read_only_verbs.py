@@ -16,11 +16,12 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from ssl_zoo import checkpoint, runfiles
 from ssl_zoo.cli import main
-from ssl_zoo.config import load_config, run_dir_for
-from ssl_zoo.errors import UserError
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.config.load import load_config
 from ssl_zoo.export import read_card
+from ssl_zoo.runs import checkpoint, runfiles
+from ssl_zoo.runs.identity import run_dir_for
 
 from tiny import tiny_overrides
 

@@ -132,8 +132,8 @@ def test_the_readme_names_every_shipped_ablation():
 
 
 def test_inline_train_commands_are_valid_configs():
-    from ssl_zoo import launch
-    from ssl_zoo.sweep import expand_sweep
+    from ssl_zoo.config.overrides import expand_sweep
+    from ssl_zoo.launch import launcher as launch
 
     inline = inline_train_commands(README.read_text())
     assert inline

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from ssl_zoo.commands.report import report
-from ssl_zoo.config import load_config
+from ssl_zoo.analysis.report import report
+from ssl_zoo.config.load import load_config
 
 D = 64  # projector width of the fake runs
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from ssl_zoo import launch
-from ssl_zoo.config import load_config, run_dir_for
-from ssl_zoo.errors import UserError
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.config.load import load_config
+from ssl_zoo.launch import launcher as launch
+from ssl_zoo.runs.identity import run_dir_for
 
 from tiny import tiny_overrides
 
@@ -59,14 +60,14 @@ def test_slurm_manifest_is_written_before_sbatch_and_queued_runs_are_not_submitt
 
     monkeypatch.setattr(launch, "_check_slurm", lambda launcher: None)
     monkeypatch.setattr(launch, "executor", lambda launcher, folder: Executor())
-    monkeypatch.setattr("ssl_zoo.commands.status.squeue", lambda: {})
+    monkeypatch.setattr("ssl_zoo.launch.slurm_queue.squeue", lambda: {})
     job, sweep, skipped = launch.submit_slurm(configs, jobs)
     assert (job, sweep, skipped, seen) == ("77", tmp_path / "grid", [], [1])
     (manifest,) = launch.read_manifests(sweep)
     assert manifest["id"] == "77" and [t["job_id"] for t in manifest["tasks"]] == ["77_0", "77_1"]
 
     # the same command while the array is still queued: nothing is submitted twice
-    monkeypatch.setattr("ssl_zoo.commands.status.squeue", lambda: {"77_0": ("PENDING", "None"),
+    monkeypatch.setattr("ssl_zoo.launch.slurm_queue.squeue", lambda: {"77_0": ("PENDING", "None"),
                                                                    "77_1": ("RUNNING", "None")})
     job, _, skipped = launch.submit_slurm(configs, jobs)
     assert job == "" and sorted(s for _, s in skipped) == ["queued", "queued"] and seen == [1]
@@ -82,7 +83,7 @@ def test_refused_submission_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(launch, "_check_slurm", lambda launcher: None)
     monkeypatch.setattr(launch, "executor", lambda launcher, folder: Executor())
-    monkeypatch.setattr("ssl_zoo.commands.status.squeue", lambda: {})
+    monkeypatch.setattr("ssl_zoo.launch.slurm_queue.squeue", lambda: {})
     with pytest.raises(UserError, match="sbatch refused"):
         launch.submit_slurm(configs, jobs)
     assert not (tmp_path / "grid").exists()
@@ -93,7 +94,7 @@ def test_the_source_tree_imports_its_methods_from_the_repository_root():
     source folder, which has no methods/) is imported, not the installed package."""
     code = ("import sys; sys.meta_path = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; "
             "import ssl_zoo, ssl_zoo.methods.byol, ssl_zoo.analysis.report, ssl_zoo.conf; "
-            "from ssl_zoo.method import method_class; method_class('simsiam'); "
+            "from ssl_zoo.models.method import method_class; method_class('simsiam'); "
             "print(ssl_zoo.__file__, ssl_zoo.methods.__file__)")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env,
@@ -104,13 +105,13 @@ def test_the_source_tree_imports_its_methods_from_the_repository_root():
 
 
 def test_a_trainer_fit_directory_is_a_run_that_train_and_eval_accept(tmp_path, capsys):
-    """Trainer(cfg, data, run_dir).fit() from Python, then ssl_zoo.run.train(cfg) finishes it (evaluates) and
+    """Trainer(cfg, data, run_dir).fit() from Python, then ssl_zoo.launch.run.train(cfg) finishes it (evaluates) and
     `ssl-zoo eval <dir>` scores it. Also what a run prints: its directory and state first, one line per epoch,
     and no carriage returns when the output is not a terminal."""
     from ssl_zoo.cli import main
-    from ssl_zoo.data import load_data
-    from ssl_zoo.run import train
-    from ssl_zoo.trainer import Trainer
+    from ssl_zoo.data.datasets import load_data
+    from ssl_zoo.launch.run import train
+    from ssl_zoo.train.trainer import Trainer
 
     cfg = load_config(tiny_overrides(tmp_path, "data.train_subset=256", "progress_bar=true",
                                      "eval.max_train=256"))

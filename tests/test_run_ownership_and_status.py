@@ -1,4 +1,4 @@
-"""One process per run directory (ssl_zoo.runlock), nothing unpickled from a run or sweep folder, and
+"""One process per run directory (ssl_zoo.runs.runlock), nothing unpickled from a run or sweep folder, and
 `ssl-zoo status` on odd folders.
 
 The lock's other holder is a forked child (fast: no imports) or, in the slow test, a real `ssl-zoo train`
@@ -25,13 +25,15 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from ssl_zoo import api, checkpoint
-from ssl_zoo.checkpoint import find_checkpoint
+from ssl_zoo import api
 from ssl_zoo.cli import main
-from ssl_zoo.config import load_config, run_dir_for
-from ssl_zoo.errors import UserError
-from ssl_zoo.rundir import check_existing
-from ssl_zoo.runlock import LOCK_NAME, RunInUse, acquire, holder
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.config.load import load_config
+from ssl_zoo.runs import checkpoint
+from ssl_zoo.runs.checkpoint import find_checkpoint
+from ssl_zoo.runs.identity import run_dir_for
+from ssl_zoo.runs.rundir import check_existing
+from ssl_zoo.runs.runlock import LOCK_NAME, RunInUse, acquire, holder
 
 from tiny import tiny_overrides
 
@@ -248,7 +250,7 @@ def test_status_never_unpickles_a_result_file(tmp_path, capsys, monkeypatch):
     sweep = _slurm_sweep(tmp_path / "sweep", [{"index": 0, "job_id": "4242_0", "run_dir": "r0", "epochs": 3}])
     for name in ("4242_0_0_result.pkl", "4242_0_result.pkl", "4242_0_submitted.pkl"):
         (sweep / "jobs" / name).write_bytes(pickle.dumps(("error", _Payload(target))))
-    monkeypatch.setattr("ssl_zoo.commands.status.squeue", lambda: {})
+    monkeypatch.setattr("ssl_zoo.launch.slurm_queue.squeue", lambda: {})
     (task,) = _status_json(capsys, sweep)
     assert not target.exists()
     assert task["state"] == "stopped" and "never started or reported" in task["note"]
@@ -327,7 +329,7 @@ def test_status_of_odd_manifests_and_job_files_reports_what_it_can(tmp_path, cap
     for name, content in odd.items():
         (jobs / name).write_bytes(content)
     (jobs / "sweep-a-folder.json").mkdir()
-    monkeypatch.setattr("ssl_zoo.commands.status.squeue", lambda: {})
+    monkeypatch.setattr("ssl_zoo.launch.slurm_queue.squeue", lambda: {})
     assert main(["status", str(sweep), "--json"]) == 0
     captured = capsys.readouterr()
     rows = {r["run_dir"]: r for r in json.loads(captured.out)}
@@ -395,7 +397,7 @@ def test_status_of_odd_run_files_never_crashes(tmp_path, capsys):
 def test_a_slurm_task_reports_its_state_in_json_that_status_reads(tmp_path, capsys, monkeypatch):
     """The task entry point (launch.TrainTask) writes jobs/<job id>_state.json: here it fails at once because
     another process holds its run, and status shows that error without reading any pickle."""
-    from ssl_zoo.launch import TrainTask
+    from ssl_zoo.launch.launcher import TrainTask
 
     args, run_dir = _fabricated_run(tmp_path)
     sweep = run_dir.parent
@@ -416,7 +418,7 @@ def test_a_slurm_task_reports_its_state_in_json_that_status_reads(tmp_path, caps
             TrainTask(cfg)()
     state = json.loads((jobs / "77_0_state.json").read_text())
     assert state["state"] == "failed" and f"in use by pid {pid}" in state["error"]
-    monkeypatch.setattr("ssl_zoo.commands.status.squeue", lambda: {})
+    monkeypatch.setattr("ssl_zoo.launch.slurm_queue.squeue", lambda: {})
     (row,) = _status_json(capsys, sweep)
     assert row["state"] == "failed" and f"in use by pid {pid}" in row["note"]
 

@@ -20,7 +20,8 @@ import time
 import pytest
 
 from ssl_zoo.cli import main
-from ssl_zoo.config import load_config, run_dir_for
+from ssl_zoo.config.load import load_config
+from ssl_zoo.runs.identity import run_dir_for
 
 from tiny import tiny_overrides
 
@@ -55,13 +56,13 @@ def _stopped_in_process(capsys, argv: list[str], *phrases: str) -> None:
 @pytest.mark.slow
 def test_sigterm_during_the_end_of_run_evaluation_exits_3_and_the_restart_evaluates(tmp_path, capsys,
                                                                                      monkeypatch):
-    import ssl_zoo.run
-    import ssl_zoo.run_eval
+    import ssl_zoo.launch.run
+    import ssl_zoo.launch.run_eval
 
     args = tiny_overrides(tmp_path, *RUN, "trainer.epochs=1", "eval.knn_k=5", "eval.max_train=200")
     run_dir = run_dir_for(load_config(args))
     with monkeypatch.context() as patch:
-        _signal_inside(patch, ssl_zoo.run, "finish", signal.SIGUSR2)
+        _signal_inside(patch, ssl_zoo.launch.run, "finish", signal.SIGUSR2)
         _stopped_in_process(capsys, ["train", *args], "stopped at step 21 (the last) during the evaluation",
                             "results.json not written")
     assert not (run_dir / "results.json").exists()
@@ -73,18 +74,18 @@ def test_sigterm_during_the_end_of_run_evaluation_exits_3_and_the_restart_evalua
 
     # `ssl-zoo eval` of that run, stopped while it evaluates: exit 3, results.json and run.lock as they were
     lock = (run_dir / "run.lock").read_bytes()
-    _signal_inside(monkeypatch, ssl_zoo.run_eval, "evaluate_trained")
+    _signal_inside(monkeypatch, ssl_zoo.launch.run_eval, "evaluate_trained")
     _stopped_in_process(capsys, ["eval", str(run_dir)], "stopped during the evaluation; results.json unchanged")
     assert (run_dir / "results.json").read_bytes() == before and (run_dir / "run.lock").read_bytes() == lock
 
 
 def test_sigterm_before_training_or_between_runs_exits_3_with_nothing_started(tmp_path, capsys, monkeypatch):
     import ssl_zoo.commands.train
-    import ssl_zoo.run
+    import ssl_zoo.launch.run
 
     args = tiny_overrides(tmp_path / "setup", *RUN, "trainer.epochs=1", "eval.enabled=false")
     with monkeypatch.context() as patch:
-        _signal_inside(patch, ssl_zoo.run, "load_data")  # the signal lands while the data loads
+        _signal_inside(patch, ssl_zoo.launch.run, "load_data")  # the signal lands while the data loads
         _stopped_in_process(capsys, ["train", *args], "started; nothing lost")
     assert not (tmp_path / "setup").exists()  # nothing written
 
@@ -100,7 +101,7 @@ def test_sigterm_before_training_or_between_runs_exits_3_with_nothing_started(tm
 def test_the_stop_handlers_stay_installed_until_the_process_ends():
     """What makes a burst safe: `ssl-zoo` (main() without arguments) never hands SIGTERM back to the default
     action, and a caller in Python (main(argv)) gets its own handler back."""
-    from ssl_zoo import stopping
+    from ssl_zoo.common import stopping
 
     before = signal.getsignal(signal.SIGTERM)
     with stopping.handled(restore=True):

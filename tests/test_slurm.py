@@ -17,7 +17,8 @@ import torch
 from test_ddp import assert_same_training
 
 from ssl_zoo.commands.status import task_states
-from ssl_zoo.config import load_config, run_dir_for
+from ssl_zoo.config.load import load_config
+from ssl_zoo.runs.identity import run_dir_for
 
 from tiny import TINY
 
@@ -145,7 +146,7 @@ def test_two_task_gloo_job_matches_one_process_and_the_queue_has_both_ranks_keys
               "eval.enabled=false"]
     ddp_args = [*common, "trainer.batch_size=128", f"out_dir={tmp_path / 'ddp'}"]
     job = submit(submitted, *ddp_args, *SLURM, "launcher.tasks_per_node=2", "launcher.sync_bn=true")
-    from ssl_zoo.run import train
+    from ssl_zoo.launch.run import train
 
     one_dir = train(load_config([*common, "trainer.batch_size=256", f"out_dir={tmp_path / 'one'}"]))
     tasks = wait_for(lambda: ended(tmp_path / "ddp", 1), 240, "the DDP job")

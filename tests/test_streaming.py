@@ -1,4 +1,4 @@
-"""Streaming image folders and WebDataset shards (ssl_zoo.streaming): index, decoding, deterministic batches."""
+"""Streaming image folders and WebDataset shards (ssl_zoo.data.streaming): index, decoding, deterministic batches."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from ssl_zoo.errors import UserError
-from ssl_zoo.streaming import synthetic
-from ssl_zoo.streaming.bad_samples import BadSampleLog
-from ssl_zoo.streaming.decode import decode_rgb, resized_crop
-from ssl_zoo.streaming.index import load_index
-from ssl_zoo.streaming.loader import CropSpec, load_streamed
-from ssl_zoo.streaming.sampling import center_crop_box, resized_crop_box
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.data.streaming import synthetic
+from ssl_zoo.data.streaming.bad_samples import BadSampleLog
+from ssl_zoo.data.streaming.decode import decode_rgb, resized_crop
+from ssl_zoo.data.streaming.index import load_index
+from ssl_zoo.data.streaming.loader import CropSpec, load_streamed
+from ssl_zoo.data.streaming.sampling import center_crop_box, resized_crop_box
 
 CLASSES = ["c000", "c001", "c002"]
 SPECS = [CropSpec(1, 32, (0.08, 1.0), (3 / 4, 4 / 3)), CropSpec(2, 16, (0.05, 0.4), (3 / 4, 4 / 3))]
@@ -116,9 +116,9 @@ def test_ddp_ranks_read_disjoint_parts_that_make_up_the_global_batch(data_root):
 
 
 def test_pre_cropped_views_shard_over_ranks_like_whole_images():
-    from ssl_zoo.config import load_config
-    from ssl_zoo.ddp import shard_views
-    from ssl_zoo.views import build_view_maker
+    from ssl_zoo.config.load import load_config
+    from ssl_zoo.data.views import build_view_maker
+    from ssl_zoo.train.ddp import shard_views
 
     cfg = load_config(["data=imagefolder", "data.root=/unused", "views=multicrop", "data.image_size=32"])
     maker = build_view_maker(cfg.views, list(cfg.data.mean), list(cfg.data.std))

@@ -14,10 +14,11 @@ import time
 import pytest
 import torch
 
-from ssl_zoo.config import load_config, run_dir_for
-from ssl_zoo.run import train
-from ssl_zoo.streaming import synthetic
-from ssl_zoo.trainer import Preempted, Trainer
+from ssl_zoo.config.load import load_config
+from ssl_zoo.data.streaming import synthetic
+from ssl_zoo.launch.run import train
+from ssl_zoo.runs.identity import run_dir_for
+from ssl_zoo.train.trainer import Preempted, Trainer
 
 from tiny import tiny_overrides
 
@@ -74,7 +75,7 @@ def test_steps_run_and_a_mid_epoch_stop_resumes_bit_identically(tmp_path, folder
 
 
 def test_past_max_bad_fraction_the_run_stops_with_one_line(tmp_path, folder):
-    from ssl_zoo.errors import UserError
+    from ssl_zoo.common.errors import UserError
 
     cfg = load_config(_args(tmp_path, folder, "data.max_bad_fraction=0.0", "eval.enabled=false"))
     with pytest.raises(UserError, match=r"1 of 41 samples could not be read .* data.max_bad_fraction=0") as err:

@@ -13,12 +13,13 @@ import torch
 from omegaconf import OmegaConf
 
 from ssl_zoo.cli import main
-from ssl_zoo.config import load_config, run_dir_for
-from ssl_zoo.probes import knn_sweep, linear_probe
-from ssl_zoo.streaming import synthetic
-from ssl_zoo.streaming.features import MappedRows
-from ssl_zoo.streaming.gpu_decode import DeviceDecoder, EncodedTrainBatches, crop_resize
-from ssl_zoo.streaming.loader import CropSpec, TrainBatches, load_streamed
+from ssl_zoo.config.load import load_config
+from ssl_zoo.data.streaming import synthetic
+from ssl_zoo.data.streaming.gpu_decode import DeviceDecoder, EncodedTrainBatches, crop_resize
+from ssl_zoo.data.streaming.loader import CropSpec, TrainBatches, load_streamed
+from ssl_zoo.evaluation.feature_store import MappedRows
+from ssl_zoo.evaluation.probes import knn_sweep, linear_probe
+from ssl_zoo.runs.identity import run_dir_for
 
 from tiny import tiny_overrides
 
@@ -148,10 +149,10 @@ def test_projector_numbers_are_kept_for_their_checkpoint_and_probes_only(sgd_run
 
 
 def test_sgd_linear_protocol_on_in_memory_digits_learns_and_is_deterministic():
-    from ssl_zoo.data import load_data
-    from ssl_zoo.linear_eval import linear_sgd
-    from ssl_zoo.trainer import build_method
-    from ssl_zoo.views import plain_view
+    from ssl_zoo.data.datasets import load_data
+    from ssl_zoo.data.views import plain_view
+    from ssl_zoo.evaluation.linear_sgd import linear_sgd
+    from ssl_zoo.train.trainer import build_method
 
     cfg = load_config(["data=digits", "encoder=small_cnn", "encoder.width=8", "eval.epochs=8", "eval.sgd.lr=3.0",
                        "eval.sgd.batch_size=128", "eval.sgd.nesterov=true"])
@@ -218,7 +219,7 @@ def test_device_decoding_on_the_cpu_matches_the_pil_path(folder, tmp_path):
 
 
 def test_crop_resize_is_antialiased_like_pil():
-    from ssl_zoo.streaming.decode import resized_crop
+    from ssl_zoo.data.streaming.decode import resized_crop
 
     img = synthetic.make_image(np.random.default_rng(0), 2, 5, 300, 200, grain=20)
     box = (30, 20, 270, 180)

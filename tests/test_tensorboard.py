@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ssl_zoo.config import load_config
-from ssl_zoo.run import train
+from ssl_zoo.config.load import load_config
+from ssl_zoo.launch.run import train
 
 from tiny import tiny_overrides
 

@@ -13,8 +13,9 @@ import time
 import pytest
 import torch
 
-from ssl_zoo.config import load_config, run_dir_for
-from ssl_zoo.run import train
+from ssl_zoo.config.load import load_config
+from ssl_zoo.launch.run import train
+from ssl_zoo.runs.identity import run_dir_for
 
 from tiny import tiny_overrides
 
@@ -56,7 +57,7 @@ def test_finished_run_is_never_overwritten(tmp_path):
 
 
 def test_crash_marks_run_failed_and_a_rerun_finishes_it(tmp_path, monkeypatch):
-    import ssl_zoo.run as run_module
+    import ssl_zoo.launch.run as run_module
 
     def crash(trainer):
         raise RuntimeError("out of memory (simulated)")

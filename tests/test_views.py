@@ -8,7 +8,7 @@ import torch
 import torchvision.transforms.functional as TF
 from omegaconf import OmegaConf
 
-from ssl_zoo.views import (
+from ssl_zoo.data.views import (
     NUM_UNIFORMS,
     CropRecipe,
     ViewMaker,

@@ -9,9 +9,9 @@ import json
 import pytest
 
 from ssl_zoo.cli import main
-from ssl_zoo.config import load_config
-from ssl_zoo.errors import UserError
-from ssl_zoo.run import train
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.config.load import load_config
+from ssl_zoo.launch.run import train
 
 from tiny import tiny_overrides
 

@@ -15,12 +15,13 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from ssl_zoo.checkpoint import save_checkpoint
 from ssl_zoo.cli import main
-from ssl_zoo.config import load_config, run_dir_for
-from ssl_zoo.data import ImageData, check_labels, load_data, load_fashion_mnist
-from ssl_zoo.errors import UserError
-from ssl_zoo.probes import knn_top1
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.config.load import load_config
+from ssl_zoo.data.datasets import ImageData, check_labels, load_data, load_fashion_mnist
+from ssl_zoo.evaluation.probes import knn_top1
+from ssl_zoo.runs.checkpoint import save_checkpoint
+from ssl_zoo.runs.identity import run_dir_for
 
 from tiny import tiny_overrides
 

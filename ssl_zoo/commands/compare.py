@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ssl_zoo.errors import UserError
+from ssl_zoo.common.errors import UserError
 
 PREFIX = "comparison"
 
@@ -14,8 +14,8 @@ def compare(paths: list[str], out: str | None = None, skipped: list[str] | None 
     named in `skipped`; everything is read and checked before the first file is written."""
     from ssl_zoo.analysis import compare_plots
     from ssl_zoo.analysis.results import check_paths, gather_metrics, gather_runs, markdown_tables, summarize
-    from ssl_zoo.checkpoint import atomic_write_text
-    from ssl_zoo.runfiles import check_output_folder, output_folder
+    from ssl_zoo.runs.checkpoint import atomic_write_text
+    from ssl_zoo.runs.runfiles import check_output_folder, output_folder
 
     skipped = [] if skipped is None else skipped
     check_paths(paths)
@@ -43,7 +43,7 @@ def compare(paths: list[str], out: str | None = None, skipped: list[str] | None 
 
 def run(args) -> int:
     from ssl_zoo.commands.folders import split_folders
-    from ssl_zoo.runfiles import warn_skipped
+    from ssl_zoo.runs.runfiles import warn_skipped
 
     dirs, rest = split_folders(args.dirs)
     if rest or not dirs:

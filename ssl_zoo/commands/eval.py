@@ -41,7 +41,7 @@ def _knn_grid(sweep: dict[str, float]) -> list[str]:
 
 def format_results(run_dir: Path, r: dict) -> str:
     """The table `ssl-zoo eval` and `ssl-zoo train` print."""
-    from ssl_zoo.run_eval import ONLINE_PROBE_NOTE
+    from ssl_zoo.launch.run_eval import ONLINE_PROBE_NOTE
 
     lines = [f"run: {run_dir}",
              f"{r.get('method')} / {r.get('ablation')} / {r.get('data')} / {r.get('encoder')}, "
@@ -62,11 +62,11 @@ def format_results(run_dir: Path, r: dict) -> str:
             lines.append(_row(name, r[name]))
     if "online_probe_acc" in r:
         lines.append(f"online probe top-1 (last epoch): {r['online_probe_acc']:.2f}   [{ONLINE_PROBE_NOTE}]")
-    for key, ft in (r.get("finetune") or {}).items():  # eval.protocol=finetune (ssl_zoo/finetune.py)
+    for key, ft in (r.get("finetune") or {}).items():  # eval.protocol=finetune (ssl_zoo/evaluation/finetune.py)
         score = "diverged" if ft.get("top1") is None else f"top-1 {ft['top1']:.2f}, top-5 {ft['top5']:.2f}"
         lines.append(f"fine-tuned on {key} of the labels ({ft['n_labels']} images, {ft.get('steps')} steps): {score}")
     sgd = r.get("linear_sgd")
-    if sgd:  # eval.protocol=sgd (ssl_zoo/linear_eval.py)
+    if sgd:  # eval.protocol=sgd (ssl_zoo/evaluation/linear_sgd.py)
         score = "diverged" if sgd.get("top1") is None else f"top-1 {sgd['top1']:.2f}"
         lines.append(f"linear top-1 above: eval.protocol=sgd, a linear classifier on the frozen backbone trained "
                      f"{sgd['epochs']} epochs on crop + flip views of {sgd['n_train']} images (SGD lr {sgd['lr']:g}, "
@@ -90,7 +90,7 @@ def format_results(run_dir: Path, r: dict) -> str:
 
 def run(args) -> int:
     from ssl_zoo.commands.folders import one_folder
-    from ssl_zoo.run_eval import evaluate_run_dir
+    from ssl_zoo.launch.run_eval import evaluate_run_dir
 
     path, overrides = one_folder(args.overrides, "eval", "run directory")
     run_dir = Path(path).expanduser()

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ssl_zoo.errors import UserError
+from ssl_zoo.common.errors import UserError
 
 PATH_KEYS = ("run_dir", "sweep_dir")
 

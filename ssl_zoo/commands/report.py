@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ssl_zoo.errors import UserError
-
-
-def report(sweep_dir: str | Path, out: str | Path | None = None,
-           skipped: list[str] | None = None) -> tuple[Path, Path]:
-    """Writes the report; files that could not be used are named in `skipped`."""
-    from ssl_zoo.analysis.report import write_report
-    from ssl_zoo.runfiles import check_output_folder
-
-    sweep = Path(sweep_dir).expanduser()
-    if not sweep.is_dir():
-        raise UserError(f"{sweep} is not a directory (give the sweep's out_dir)")
-    out_dir = check_output_folder(Path(out) if out is not None else sweep / "report", "--out")
-    return write_report(sweep, out_dir, skipped)
+from ssl_zoo.analysis.report import report
 
 
 def run(args) -> int:
     from ssl_zoo.commands.folders import one_folder
-    from ssl_zoo.runfiles import warn_skipped
+    from ssl_zoo.runs.runfiles import warn_skipped
 
     skipped: list[str] = []
     md, html = report(one_folder([args.sweep_dir], "report", "sweep directory")[0], args.out, skipped)

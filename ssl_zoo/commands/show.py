@@ -6,7 +6,8 @@ from omegaconf import OmegaConf
 
 
 def run(args) -> int:
-    from ssl_zoo.config import load_config, run_dir_for
+    from ssl_zoo.config.load import load_config
+    from ssl_zoo.runs.identity import run_dir_for
 
     cfg = load_config(args.overrides)
     print(OmegaConf.to_yaml(cfg), end="")

@@ -5,9 +5,9 @@ States: pending (queued, or requeued after a preemption), running, finished, div
 error: the note says which), stopped (no longer queued and never ended: cancelled or killed; submitting the same
 sweep again resumes it), unknown (SLURM's queue cannot be read from here), unfinished (a single run, not part of a
 sweep, without results.json and not running; the same command resumes it). Progress is epoch x/y from
-metrics.csv. A run that a process holds (its run.lock, ssl_zoo.runlock) is running, and the note names the process.
+metrics.csv. A run that a process holds (its run.lock, ssl_zoo.runs.runlock) is running, and the note names the process.
 
-Everything is read as data and checked: the manifests and task states in jobs/ (ssl_zoo.sweep_files),
+Everything is read as data and checked: the manifests and task states in jobs/ (ssl_zoo.launch.sweep_files),
 results.json, metrics.csv, config.yaml. Nothing is unpickled. A file that does not hold what it should is
 skipped and named (a note on its run, or a `skipped` line), never a crash.
 """
@@ -15,38 +15,20 @@ skipped and named (a note on its run, or a `skipped` line), never a crash.
 from __future__ import annotations
 
 import csv
-import getpass
 import io
 import json
 import math
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
-from ssl_zoo.errors import UserError
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.launch import slurm_queue
 
 QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
 RESULT_STATES = ("finished", "diverged", "failed", "unfinished")  # what results.json's status may say
 MAX_BYTES = 50_000_000  # larger run files are not read (no run writes one this large)
-
-
-def squeue() -> dict[str, tuple[str, str]] | None:
-    """{job id (123 or 123_4): (state, reason)} of this user's queued and running jobs; None without squeue."""
-    try:
-        out = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%r"],
-                             capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0:
-        return None
-    jobs = {}
-    for line in out.stdout.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) == 3:
-            jobs[parts[0]] = (parts[1], parts[2])
-    return jobs
 
 
 def _number(v: object) -> float | None:
@@ -123,7 +105,7 @@ def _float(v: object) -> float | None:
 
 
 def _holder(run_dir: Path) -> str | None:
-    from ssl_zoo.runlock import holder
+    from ssl_zoo.runs.runlock import holder
 
     info = holder(run_dir)
     if info is None:
@@ -133,8 +115,8 @@ def _holder(run_dir: Path) -> str | None:
 
 def _task_note(sweep_dir: Path, job_id: str, crash: str | None, skipped: list[str]) -> tuple[str, str]:
     """(state, note) of a SLURM task that is no longer queued and left no final results.json, from the state
-    file it wrote (ssl_zoo.sweep_files)."""
-    from ssl_zoo.sweep_files import JOBS, read_state
+    file it wrote (ssl_zoo.launch.sweep_files)."""
+    from ssl_zoo.launch.sweep_files import JOBS, read_state
 
     state, problem = read_state(sweep_dir / JOBS, job_id)
     if problem:
@@ -166,11 +148,11 @@ def _alive(manifest: dict) -> bool:
 def task_states(sweep_dir: Path, skipped: list[str] | None = None) -> list[dict]:
     """One dict per run of every submission into sweep_dir (the latest submission of a run wins), then the
     single runs below it. `skipped` gets a line for every file that was left out."""
-    from ssl_zoo.sweep_files import read_manifests
+    from ssl_zoo.launch.sweep_files import read_manifests
 
     skipped = [] if skipped is None else skipped
     manifests = read_manifests(sweep_dir, skipped)
-    queue = squeue() if any(m["launcher"] == "slurm" for m in manifests) else {}
+    queue = slurm_queue.squeue() if any(m["launcher"] == "slurm" for m in manifests) else {}
     rows: dict[str, dict] = {}
     for m in manifests:
         local_alive, running_seen = m["launcher"] == "local" and _alive(m), False
@@ -257,7 +239,7 @@ def run(args) -> int:
     from tabulate import tabulate
 
     from ssl_zoo.commands.folders import one_folder
-    from ssl_zoo.config import absolute
+    from ssl_zoo.common.paths import absolute
 
     path = one_folder([args.sweep_dir], "status", "sweep or run directory")[0]
     sweep_dir = absolute(path)

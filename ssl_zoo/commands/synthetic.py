@@ -5,14 +5,14 @@ from __future__ import annotations
 
 
 def run(args) -> int:
-    from ssl_zoo.streaming.synthetic import generate
+    from ssl_zoo.data.streaming.synthetic import generate
 
     generate(args)
     return 0
 
 
 def register(sub) -> None:
-    from ssl_zoo.streaming.synthetic import add_arguments
+    from ssl_zoo.data.streaming.synthetic import add_arguments
 
     p = sub.add_parser("synthetic", help="write a generated ImageNet-like image folder (and shards) to try streaming")
     add_arguments(p)

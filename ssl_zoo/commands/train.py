@@ -9,18 +9,19 @@ from pathlib import Path
 
 def print_results(run_dir: Path) -> None:
     from ssl_zoo.commands.eval import format_results
-    from ssl_zoo.rundir import read_results
+    from ssl_zoo.runs.rundir import read_results
 
     print("\n" + format_results(run_dir, read_results(run_dir) or {}), flush=True)
 
 
 def run(args) -> int:
-    from ssl_zoo import distributed, launch
-    from ssl_zoo.preflight import check_cells, load_cells
-    from ssl_zoo.run import train
-    from ssl_zoo.study import expand_studies, write_report
-    from ssl_zoo.sweep import expand_sweep
-    from ssl_zoo.trainer import pick_device
+    from ssl_zoo.common import distributed
+    from ssl_zoo.config.overrides import expand_sweep
+    from ssl_zoo.launch import launcher as launch
+    from ssl_zoo.launch.preflight import check_cells, load_cells
+    from ssl_zoo.launch.run import train
+    from ssl_zoo.launch.study import expand_studies, write_report
+    from ssl_zoo.train.trainer import pick_device
 
     jobs = expand_sweep(args.overrides) if args.multirun else [args.overrides]
     jobs, study = expand_studies(jobs)  # experiment=collapse_study and the like: the grid of runs it lists
@@ -64,7 +65,7 @@ def _skipped(ended: list[tuple[int, str]]) -> str:
 
 def submit(configs, jobs) -> int:
     """launcher=slurm: one array job for the whole sweep; returns as soon as SLURM has it."""
-    from ssl_zoo import launch
+    from ssl_zoo.launch import launcher as launch
 
     job_id, sweep_dir, ended = launch.submit_slurm(configs, jobs)
     if not job_id:
@@ -80,7 +81,7 @@ def submit(configs, jobs) -> int:
 def register(sub) -> None:
     import argparse
 
-    from ssl_zoo.config import groups_help
+    from ssl_zoo.config.compose import groups_help
 
     p = sub.add_parser("train", help="pretrain (and evaluate) one run, or a sweep with -m", epilog=groups_help(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)

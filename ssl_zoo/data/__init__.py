@@ -1,0 +1,1 @@
+"""Datasets in memory and streamed, and views (batched augmentations)."""

@@ -1,0 +1,116 @@
+"""eval.protocol=sgd: the linear evaluation of the SSL literature (BYOL, SimSiam, solo-learn).
+
+A linear classifier on the FROZEN backbone (BatchNorm in eval mode, no gradient into the backbone), trained with
+SGD (momentum 0.9, optionally Nesterov), a cosine learning rate per step and no weight decay, on
+RandomResizedCrop + horizontal flip views of the labelled train images for eval.epochs, then top-1 / top-5 on the
+centre-crop test split. In-memory datasets crop with the batched view ops; streamed ones with the streaming
+workers' crops (the same boxes as pretraining draws them: from (seed, epoch, index)). The features are recomputed
+every epoch (the views change), so this costs eval.epochs passes of the backbone over the train split.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+
+from ssl_zoo.data.views import plain_view, random_resized_crop_flip
+from ssl_zoo.evaluation.probes import correct_count
+
+SEED_OFFSET = 0x11EA  # the classifier's init and the views' draws: apart from pretraining's
+
+
+def _device_type(device) -> str:
+    return torch.device(device).type
+
+
+def _crop_batches(data, train_x, train_y, cfg: DictConfig, epoch: int, batch_size: int, device,
+                  bad: list) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(float [B, C, size, size] in [0, 1] views, labels) of one epoch, on the device."""
+    d, seed = cfg.data, int(cfg.seed) + SEED_OFFSET
+    size, scale, ratio = int(d.image_size), (float(d.crop_scale_min), 1.0), (3 / 4, 4 / 3)
+    gen = torch.Generator(device=device).manual_seed(seed * 1009 + epoch)
+    if hasattr(train_x, "batches"):  # streamed: crops cut by the workers from the full-resolution image
+        from ssl_zoo.data.streaming.loader import CropSpec
+
+        pin = _device_type(device) == "cuda"
+        loader = data.labelled_loader(train_x.rows, [CropSpec(1, size, scale, ratio)], seed, epoch, batch_size, pin)
+        for crops, labels, entries in loader:
+            bad.extend(entries)
+            x = crops[0].to(device, non_blocking=pin).float() / 255
+            flip = torch.rand(len(x), generator=gen, device=x.device) < float(d.flip_p)
+            yield torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x), labels.to(device, non_blocking=pin)
+        return
+    n = len(train_x)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1009 + epoch))
+    for i in range(0, n, batch_size):
+        idx = order[i:i + batch_size]
+        x = train_x[idx].to(device).float() / 255
+        yield random_resized_crop_flip(x, size, scale, ratio, float(d.flip_p), gen), train_y[idx].to(device)
+
+
+def _test_images(test_x, batch_size: int) -> Iterator[torch.Tensor]:
+    if hasattr(test_x, "batches"):
+        yield from test_x.batches(batch_size)
+    else:
+        yield from (test_x[i:i + batch_size] for i in range(0, len(test_x), batch_size))
+
+
+def linear_sgd(backbone: nn.Module, feat_dim: int, data, train_x, train_y, cfg: DictConfig, device,
+               run_dir: Path | None = None) -> dict:
+    """Trains the linear classifier on the frozen `backbone` (never modified) and scores it on data.test_x."""
+    from ssl_zoo.data.streaming.bad_samples import list_eval_samples
+
+    e, d = cfg.eval, cfg.data
+    start = time.perf_counter()
+    n, epochs = len(train_x), int(e.epochs)
+    bs = min(int(e.sgd.batch_size), n)
+    steps = epochs * math.ceil(n / bs)
+    lr = float(e.sgd.lr) * bs / 256
+    torch.manual_seed(int(cfg.seed) + SEED_OFFSET)
+    clf = nn.Linear(feat_dim, data.num_classes).to(device)
+    opt = torch.optim.SGD(clf.parameters(), lr=lr, momentum=0.9, nesterov=bool(e.sgd.nesterov), weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
+    mean, std = list(d.mean), list(d.std)
+    m, s = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in (mean, std))
+    bf16 = _device_type(device) == "cuda"
+    was_training = backbone.training
+    backbone.eval()  # frozen: BatchNorm uses its running statistics, nothing is updated
+    bad: list = []
+    loss = torch.zeros(())
+    try:
+        for epoch in range(epochs):
+            for x, y in _crop_batches(data, train_x, train_y, cfg, epoch, bs, device, bad):
+                with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                    f = backbone((x - m) / s).float()
+                loss = F.cross_entropy(clf(f), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+        top1 = top5 = 0
+        with torch.no_grad():
+            test_y = data.test_y.to(device)
+            seen = 0
+            for images in _test_images(data.test_x, int(e.batch_size)):
+                x = plain_view(images.to(device), int(d.image_size), mean, std)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+                    f = backbone(x).float()
+                logits, y = clf(f), test_y[seen:seen + len(x)]
+                top1, top5, seen = top1 + correct_count(logits, y, 1), top5 + correct_count(logits, y, 5), seen + len(x)
+    finally:
+        backbone.train(was_training)
+    if hasattr(data.test_x, "take_bad"):
+        bad += data.test_x.take_bad()
+    list_eval_samples(run_dir, bad)
+    out = {"protocol": "sgd", "epochs": epochs, "steps": steps, "batch_size": bs, "lr": lr,
+           "nesterov": bool(e.sgd.nesterov), "n_train": n, "time_s": round(time.perf_counter() - start, 2)}
+    if not math.isfinite(float(loss.detach())):
+        return {**out, "top1": None, "top5": None, "error": f"loss {float(loss.detach())} after {steps} steps"}
+    return {**out, "top1": round(100.0 * top1 / seen, 2), "top5": round(100.0 * top5 / seen, 2)}

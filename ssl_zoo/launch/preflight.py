@@ -1,0 +1,59 @@
+"""Every run of a sweep (or of a study's grid) checked before the first one starts or anything is submitted.
+
+load_config checks what a config alone can get wrong; this adds what training would otherwise find out only when
+that run starts: the batch and eval.knn_k against the dataset's size (each distinct data config is loaded once), the device,
+and pretrained weights that must be downloaded. An error names the run (its overrides); nothing is written.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from ssl_zoo.common.errors import UserError
+from ssl_zoo.config.overrides import naming_cell
+
+
+def load_cells(jobs: list[list[str]]) -> list[DictConfig]:
+    """The checked config of every run (launch.load: as the processes that will run it see it)."""
+    from ssl_zoo.launch import launcher as launch
+
+    configs = []
+    for i, job in enumerate(jobs):
+        with naming_cell(jobs, i):
+            configs.append(launch.load(job))
+    return configs
+
+
+def check_cells(configs: list[DictConfig], jobs: list[list[str]], processes: int | None,
+                todo: list[int] | None = None) -> None:
+    """`processes`: per run, as this process sees it (local runs, torchrun); None: launcher=slurm's count, and
+    the device is the compute node's (not checked here). `todo`: the runs to check (default: all)."""
+    from ssl_zoo.data.datasets import load_data
+    from ssl_zoo.launch import launcher as launch
+    from ssl_zoo.launch.run_eval import check_eval_fits
+    from ssl_zoo.models.encoders import build_encoder
+    from ssl_zoo.train.trainer import pick_device, pretrain_size
+
+    sizes: dict[str, tuple[int, int]] = {}  # data config -> (pretraining images, labelled train images)
+    weights: set[str] = set()
+    for i in range(len(configs)) if todo is None else todo:
+        cfg = configs[i]
+        with naming_cell(jobs, i):
+            if processes is not None:
+                pick_device(cfg)
+            data_key = OmegaConf.to_yaml(cfg.data)
+            if data_key not in sizes:
+                data = load_data(cfg.data)
+                sizes[data_key] = pretrain_size(data), len(data.train_y)
+            pretrain_images, labelled = sizes[data_key]
+            world = processes if processes is not None else launch.world_size(cfg.launcher)
+            batch = int(cfg.trainer.batch_size)
+            if batch * world > pretrain_images:
+                raise UserError(f"trainer.batch_size={batch} x {world} process(es) is larger than the "
+                                f"{pretrain_images} training images; lower it")
+            if cfg.eval.enabled:
+                check_eval_fits(cfg, labelled)
+            encoder_key = OmegaConf.to_yaml(cfg.encoder) + f"{cfg.data.channels} {cfg.data.image_size}"
+            if cfg.encoder.get("pretrained") and encoder_key not in weights:  # downloads now, once, or refuses
+                build_encoder(cfg.encoder, int(cfg.data.channels), int(cfg.data.image_size))
+                weights.add(encoder_key)

@@ -1,0 +1,1 @@
+"""Encoders, the heads' one configurable MLP, the method contract and the target (momentum) helpers."""

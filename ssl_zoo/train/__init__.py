@@ -1,0 +1,1 @@
+"""The training loop: trainer, DDP, optimizers, view prefetch, experiment trackers."""
