@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_zoo.streaming.features import read_rows
+from ssl_zoo.evaluation.feature_store import read_rows
 
 KNN_KS = (10, 20, 100, 200)
 KNN_TS = (0.05, 0.07, 0.1, 0.2)
