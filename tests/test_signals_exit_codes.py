@@ -114,7 +114,7 @@ def test_the_stop_handlers_stay_installed_until_the_process_ends():
     assert signal.getsignal(signal.SIGTERM) is before and stopping.code() == 0  # the next command starts afresh
     with stopping.interruptible("ignored"):  # not under handled(): a SLURM task or Python caller
         pass
-    code = subprocess.run([sys.executable, "-c", "import signal; from ssl_zoo import stopping\n"
+    code = subprocess.run([sys.executable, "-c", "import signal; from ssl_zoo.common import stopping\n"
                            "with stopping.handled(restore=False): pass\n"
                            "assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN\n"], timeout=60).returncode
     assert code == 0
