@@ -20,11 +20,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-if ! python -c "import ssl_zoo, pytest, ruff" >/dev/null 2>&1; then
+if ! python -c "import ssl_zoo, pytest, ruff, xdist, importlinter" >/dev/null 2>&1; then
   python -m pip install -q -e ".[dev]"
 fi
 
 # SLURM for the `slurm` tests; without it they skip (and say why).
 bash scripts/start_slurm.sh || echo "test.sh: no SLURM (the line above says why); the slurm tests will skip" >&2
 
-python -m pytest -q -rs "$@"
+# Two workers (pytest-xdist): much of the suite waits on subprocesses, SLURM and files. tests/conftest.py gives
+# each worker one thread and keeps the SLURM tests on one worker.
+python -m pytest -q -rs -n 2 --dist loadgroup "$@"
