@@ -38,8 +38,8 @@ def probe_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def save_png(fig: Figure, path: Path, dpi: int = 130) -> None:
-    """Rendered in memory and written whole (ssl_zoo.runs.checkpoint's atomic write: a failure is one line)."""
-    from ssl_zoo.runs.checkpoint import atomic_write_bytes
+    """Rendered in memory and written whole (ssl_zoo.runs.atomic: a failure is one line)."""
+    from ssl_zoo.runs.atomic import atomic_write_bytes
 
     FigureCanvasAgg(fig)
     buf = io.BytesIO()

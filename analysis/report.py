@@ -19,11 +19,15 @@ from omegaconf import OmegaConf
 
 from ssl_zoo.analysis import collapse_plots
 from ssl_zoo.analysis.compare_plots import draw, epochs_text
-from ssl_zoo.analysis.results import gather_runs, read_metrics
+from ssl_zoo.analysis.results import gather_runs, usable_metrics
 from ssl_zoo.common.errors import UserError
 from ssl_zoo.evaluation.monitors import COLLAPSE_RULE
-from ssl_zoo.runs import runfiles
-from ssl_zoo.runs.runfiles import check_output_folder
+from ssl_zoo.runs.atomic import atomic_write_text
+from ssl_zoo.runs.config_file import config_or_problem
+from ssl_zoo.runs.layout import SPECTRA
+from ssl_zoo.runs.results_file import results_or_problem
+from ssl_zoo.runs.spectrum_file import spectrum_or_problem
+from ssl_zoo.runs.verb_output import check_output_folder, output_folder
 
 # What the papers report (BYOL Table 5, SimSiam Tables 1-2, DINO, MoCo): (finding, collapses?), None where the
 # paper states no collapse verdict (an accuracy or "unstable" only).
@@ -68,7 +72,7 @@ PLOTS = [("collapse_heatmap.png", "Linear top-1 per method and ablation, collaps
 
 def _results(run_dir: str) -> dict:
     """results.json when usable (an unusable one is already named by gather_runs), else {}."""
-    return runfiles.read_results(Path(run_dir))[0] or {}
+    return results_or_problem(Path(run_dir))[0] or {}
 
 
 def _num_outputs(run_dir: str) -> float:
@@ -91,12 +95,12 @@ def load_study(sweep_dir: Path, skipped: list[str] | None = None) -> tuple[pd.Da
     runs["num_outputs"] = [_num_outputs(d) for d in runs["run_dir"]]
     frames, spectra, images = [], [], []
     for run in runs.itertuples():
-        m = read_metrics(Path(run.run_dir))
+        m = usable_metrics(Path(run.run_dir))
         if m is not None:
             frames.append(m.assign(method=run.method, ablation=run.ablation, seed=run.seed, run_dir=run.run_dir))
         n = _results(run.run_dir).get("monitor_images")
-        for prefix, name in (("", "spectrum.npy"), ("backbone_", "spectrum_backbone.npy")):
-            ev, problem = runfiles.read_spectrum(Path(run.run_dir) / name)
+        for prefix in SPECTRA:
+            ev, problem = spectrum_or_problem(Path(run.run_dir), prefix)
             if ev is None:
                 skipped += [problem] if problem else []
                 continue
@@ -134,7 +138,7 @@ def _dim(metrics: pd.DataFrame | None, prefix: str) -> int | None:
 
 
 def _config_value(run_dir: str, key: str):
-    cfg = runfiles.read_config(Path(run_dir))[0]  # an unusable config is already named by gather_runs
+    cfg = config_or_problem(Path(run_dir))[0]  # an unusable config is already named by gather_runs
     try:
         return OmegaConf.select(cfg, key, default=None) if cfg is not None else None
     except Exception:  # an interpolation that does not resolve: the value is unknown
@@ -237,15 +241,13 @@ def write_report(sweep_dir: Path, out_dir: Path, skipped: list[str] | None = Non
     """Writes report.md, report.html, collapse_runs.csv and the PNGs into out_dir; returns (md, html) paths.
     Everything is read and the tables are made before the first file is written; files that could not be used
     (and plots that could not be drawn from them) are named in `skipped`."""
-    from ssl_zoo.runs.checkpoint import atomic_write_text
-
     skipped = [] if skipped is None else skipped
     runs, metrics, spectra = load_study(sweep_dir, skipped)
     runs = runs.iloc[sorted(range(len(runs)), key=lambda i: (*_order(runs["method"].iloc[i], runs["ablation"].iloc[i]),
                                                              runs["seed"].iloc[i]))]
     table = results_table(runs)
     paper, differs = paper_table(runs)
-    out_dir = runfiles.output_folder(out_dir, "--out")
+    out_dir = output_folder(out_dir, "--out")
     drawn = {name: draw(plot, out_dir / name, skipped) for name, plot in (
         ("collapse_heatmap.png", lambda path: collapse_plots.plot_heatmap(runs, path)),
         ("collapse_z_std.png", lambda path: collapse_plots.plot_z_std(metrics, path)),

@@ -15,8 +15,12 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from ssl_zoo.common.errors import UserError
-from ssl_zoo.runs import runfiles
+from ssl_zoo.runs.config_file import config_or_problem
+from ssl_zoo.runs.discovery import find_run_dirs
 from ssl_zoo.runs.identity import NON_IDENTITY_KEYS, config_hash, encoder_label
+from ssl_zoo.runs.layout import CONFIG
+from ssl_zoo.runs.metrics_file import metrics_or_problem
+from ssl_zoo.runs.results_file import results_or_problem
 
 SETTING = ["data", "encoder", "method", "ablation", "epochs"]  # with `variant`, what seeds are averaged over
 # eval.protocol=finetune: results.json "finetune" keys -> columns (all labels, then the semi-supervised subsets)
@@ -30,39 +34,9 @@ RUN_COLUMNS = [*SETTING, "seed", "variant", "status", "epochs_done", *METRICS, "
 SGD_SUFFIX = " (linear: sgd)"
 
 
-def check_paths(paths: list[str | Path]) -> None:
-    """Every folder to search exists and is a folder (checked first: the quickest mistake to name)."""
-    for p in map(Path, paths):
-        if not p.exists():
-            raise UserError(f"{p} does not exist")
-        if not p.is_dir():
-            raise UserError(f"{p} is a file, not a folder of runs")
-
-
-def find_run_dirs(paths: list[str | Path]) -> list[Path]:
-    check_paths(paths)
-    found: set[Path] = set()
-    for p in map(Path, paths):
-        configs = [p / "config.yaml"] if (p / "config.yaml").is_file() else []
-        found.update(c.parent for c in [*configs, *p.rglob("config.yaml")] if _is_run_config(c))
-    return sorted(found)
-
-
-def _is_run_config(path: Path) -> bool:
-    if not path.is_file():
-        return False
-    try:
-        cfg = OmegaConf.load(path)
-        if isinstance(cfg, DictConfig) and OmegaConf.select(cfg, "method.name", default=None) is not None:
-            return True
-    except Exception:  # unreadable: decided by what sits next to it
-        pass
-    return any((path.parent / f).exists() for f in ("metrics.csv", "results.json", "checkpoints"))
-
-
-def read_metrics(run_dir: Path, skipped: list[str] | None = None) -> pd.DataFrame | None:
-    """metrics.csv checked by ssl_zoo.runs.runfiles; an unusable one is None and its reason goes to `skipped`."""
-    df, problem = runfiles.read_metrics(run_dir)
+def usable_metrics(run_dir: Path, skipped: list[str] | None = None) -> pd.DataFrame | None:
+    """metrics.csv checked by ssl_zoo.runs.metrics_file; an unusable one is None and its reason goes to `skipped`."""
+    df, problem = metrics_or_problem(run_dir)
     if problem and skipped is not None:
         skipped.append(problem)
     return df
@@ -88,26 +62,26 @@ def run_row(run_dir: Path, skipped: list[str] | None = None) -> tuple[dict, dict
     listed as unreadable, and the reason goes to `skipped`."""
     skipped = [] if skipped is None else skipped
     row: dict = {"run_dir": str(run_dir), "note": ""}
-    cfg, problem = runfiles.read_config(run_dir)
+    cfg, problem = config_or_problem(run_dir)
     try:
         if cfg is None:
-            raise ValueError(problem or f"{run_dir / runfiles.CONFIG}: missing")
+            raise ValueError(problem or f"{run_dir / CONFIG}: missing")
         row.update(method=str(cfg.method.name), ablation=str(OmegaConf.select(cfg, "ablation.name", default="none")),
                    data=str(cfg.data.name), encoder=encoder_label(cfg), epochs=int(cfg.trainer.epochs),
                    seed=int(cfg.seed), variant=_variant(cfg))
         identity = _identity(cfg)
     except Exception as err:  # config_problem's keys are there, but an interpolation or odd node breaks the rest
-        reason = str(err) if cfg is None else f"{run_dir / runfiles.CONFIG}: {type(err).__name__}"
+        reason = str(err) if cfg is None else f"{run_dir / CONFIG}: {type(err).__name__}"
         skipped.append(reason)
         return {**row, "status": "unreadable", "note": reason[:200]}, {}
-    metrics = read_metrics(run_dir, skipped)
+    metrics = usable_metrics(run_dir, skipped)
     if metrics is not None:
         row["epochs_done"] = int(metrics["epoch"].iloc[-1])
         if "online_probe_acc" in metrics and metrics["online_probe_acc"].notna().any():
             row["online_probe_acc"] = float(metrics["online_probe_acc"].dropna().iloc[-1])
         if "images_per_s" in metrics and metrics["images_per_s"].notna().any():
             row["images_per_s"] = float(metrics["images_per_s"].mean())
-    res, problem = runfiles.read_results(run_dir)
+    res, problem = results_or_problem(run_dir)
     if problem:
         skipped.append(problem)
         return {**row, "status": "unreadable", "note": problem[:200]}, identity
@@ -236,7 +210,7 @@ def gather_metrics(runs: pd.DataFrame) -> pd.DataFrame:
     """Every run's metrics.csv rows (long format, with label/seed/status) for per-epoch plots."""
     frames = []
     for run in runs.itertuples():
-        df = read_metrics(Path(run.run_dir))
+        df = usable_metrics(Path(run.run_dir))
         if df is not None:
             frames.append(df.assign(label=run.label, seed=run.seed, status=run.status, data=run.data,
                                     encoder=run.encoder, epochs=run.epochs))

@@ -18,8 +18,8 @@ import torch
 
 from ssl_zoo.config.load import load_config
 from ssl_zoo.runs.checkpoint import read_checkpoint, save_checkpoint
+from ssl_zoo.train.build import build_method
 from ssl_zoo.train.optim import build_optimizer
-from ssl_zoo.train.trainer import build_method
 
 
 def state_for(encoder: str) -> dict:

@@ -24,13 +24,14 @@ import torch
 from ssl_zoo.config.load import load_config
 from ssl_zoo.data.datasets import ImageData, load_data
 from ssl_zoo.launch.run_eval import evaluate_trained
+from ssl_zoo.train.build import build_trainer
 from ssl_zoo.train.trainer import Trainer
 
 
 def train_rate(cfg, data: ImageData, n: int, run_dir: Path) -> tuple[float, Trainer]:
     """Images/s of the real training loop over the first n train images (one epoch of them)."""
     subset = ImageData(data.train_x[:n], data.train_y[:n], data.test_x, data.test_y, data.num_classes)
-    trainer = Trainer(cfg, subset, run_dir)
+    trainer = build_trainer(cfg, subset, run_dir)
     trainer.fit()
     return trainer.step * trainer.batch_size / trainer.elapsed, trainer
 

@@ -16,7 +16,7 @@ import torch
 
 from ssl_zoo.config.load import load_config
 from ssl_zoo.launch.run import train
-from ssl_zoo.runs.rundir import read_results
+from ssl_zoo.runs.results_file import results_or_problem
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
                            f"trainer.epochs={args.epochs}", "eval.raw_pixels=true", f"out_dir={args.out}",
                            "progress_bar=false"])
         run_dir = train(cfg)
-        r = read_results(run_dir)
+        r = results_or_problem(run_dir)[0]
         lines.append(f"| {method} | {args.epochs} | {r['wall_s']:.0f} | {r['eval_s']:.0f} | {r['images_per_s']:.0f} | "
                      f"{r['knn_top1']:.2f} | {r['linear_top1']:.2f} | {r['random_init']['knn_top1']:.2f} | "
                      f"{r['random_init']['linear_top1']:.2f} | {r['raw_pixels']['knn_top1']:.2f} | "

@@ -29,7 +29,7 @@ from ssl_zoo.config.load import load_config
 from ssl_zoo.data.datasets import read_idx
 from ssl_zoo.launch.run import train
 from ssl_zoo.runs.identity import run_dir_for
-from ssl_zoo.runs.rundir import read_results
+from ssl_zoo.runs.results_file import results_or_problem
 
 METHODS = ["byol", "simsiam", "mocov2", "mocov3", "dino", "simclr", "barlow"]
 # Per-method overrides of the shipped defaults, each needed to beat random init at this short budget (METHODS.md
@@ -93,9 +93,9 @@ def main() -> None:
         first = i == 0 and args.baselines
         cfg = load_config([f"method={method}", *common, *TUNED.get(method, []),
                            f"eval.random_init={str(first).lower()}", f"eval.raw_pixels={str(first).lower()}"])
-        start, done = time.perf_counter(), read_results(run_dir_for(cfg))
+        start, done = time.perf_counter(), results_or_problem(run_dir_for(cfg))[0]
         # A finished run of the same config (an earlier, interrupted benchmark) is reused, not retrained.
-        r = done if done and done.get("status") == "finished" else read_results(train(cfg))
+        r = done if done and done.get("status") == "finished" else results_or_problem(train(cfg))[0]
         if first:
             baselines = {k: r[k] for k in ("random_init", "raw_pixels")}
         lines.append(row(method, args.epochs, r, time.perf_counter() - start))

@@ -38,6 +38,7 @@ from omegaconf import DictConfig
 from ssl_zoo.common.errors import UserError
 from ssl_zoo.config.load import load_config
 from ssl_zoo.data.datasets import ImageData, load_fashion_mnist, load_torchvision_data
+from ssl_zoo.train.build import build_trainer
 from ssl_zoo.train.trainer import Trainer
 
 # setup name -> encoder overrides, image side, batch size, steps per timed epoch
@@ -119,7 +120,7 @@ def make_trainer(cfg: DictConfig, compile_: bool, images: torch.Tensor, labels: 
     cfg = copy.deepcopy(cfg)
     cfg.trainer.compile = compile_
     data = ImageData(images, labels, images[:8], labels[:8], 10)
-    return Trainer(cfg, data, Path(str(cfg.out_dir)) / "unused")
+    return build_trainer(cfg, data, Path(str(cfg.out_dir)) / "unused")
 
 
 def timed(fn, device: torch.device, repeats: int) -> float:
@@ -139,7 +140,7 @@ def timed(fn, device: torch.device, repeats: int) -> float:
 def measure(tr: Trainer, args, prefetch_variants: tuple[bool, ...]) -> dict[str, float]:
     """images/s of the ceiling and of end to end (per prefetch variant) on one trainer."""
     steps, images = tr.steps_per_epoch, tr.steps_per_epoch * tr.batch_size
-    x, y = tr.images[:tr.batch_size], tr.labels[:tr.batch_size]
+    x, y = tr.pretrain.images[:tr.batch_size], tr.pretrain.labels[:tr.batch_size]
     synthetic = [torch.randn_like(v) for v in tr._make_views(x, 0)]  # same shapes and memory format
 
     def ceiling_epoch() -> None:

@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_zoo.models.heads import mlp
+from ssl_zoo.models.heads import mlp, predictor_head
 from ssl_zoo.models.method import Method, StepOutput
-from ssl_zoo.models.targets import ema_update, frozen_copy, momentum_at
+
+Pair = tuple[torch.Tensor, torch.Tensor]
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -21,30 +22,30 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return (2 - 2 * F.cosine_similarity(p, z, dim=-1)).mean()
 
 
+def online_and_target(m: Method, v1: torch.Tensor, v2: torch.Tensor) -> tuple[torch.Tensor, Pair, Pair]:
+    """(h1, (p1, p2), (z1, z2)): online backbone features of v1, the online predictions
+    predictor(projector(backbone(v))) of both views and the target's projections of both (no gradient).
+    MoCo v3 computes the same two branches."""
+    h1 = m.backbone(v1)
+    p1, p2 = m.predictor(m.projector(h1)), m.predictor(m.projector(m.backbone(v2)))
+    with torch.no_grad():
+        z1, z2 = m.target(v1), m.target(v2)
+    return h1, (p1, p2), (z1, z2)
+
+
 class BYOL(Method):
+    momentum_pairs = {"target": ("backbone", "projector")}  # target rule: EMA of these (Method.after_step)
+
     def __init__(self, backbone: nn.Module, feat_dim: int, cfg, epochs: int = 1):
         super().__init__(backbone, feat_dim, cfg, epochs)
         self.projector = mlp(feat_dim, cfg.projector)
-        pred = cfg.predictor
-        self.predictor = mlp(int(cfg.projector.out_dim), pred) if pred.enabled else nn.Identity()
-        self.predictor.requires_grad_(bool(pred.trainable))
-        self.target = frozen_copy(nn.Sequential(self.backbone, self.projector))
-
-    def tau(self, progress: float) -> float:
-        return momentum_at(float(self.cfg.tau_base), progress, str(self.cfg.tau_schedule))
+        self.predictor = predictor_head(int(cfg.projector.out_dim), cfg.predictor)
+        self.make_momentum_targets()
 
     def training_step(self, views, progress):
-        v1, v2 = views[0], views[1]
-        h1 = self.backbone(v1)
-        p1, p2 = self.predictor(self.projector(h1)), self.predictor(self.projector(self.backbone(v2)))
-        with torch.no_grad():
-            z1, z2 = self.target(v1), self.target(v2)
+        h1, (p1, p2), (z1, z2) = online_and_target(self, views[0], views[1])
         loss = byol_loss(p1, z2) + byol_loss(p2, z1)
         return StepOutput(loss, {"tau": self.tau(progress)}, features=h1)
-
-    @torch.no_grad()
-    def after_step(self, progress):
-        ema_update(self.target, nn.Sequential(self.backbone, self.projector), self.tau(progress))
 
 
 METHOD = BYOL

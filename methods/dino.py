@@ -23,7 +23,6 @@ from torch import nn
 from ssl_zoo.common.distributed import all_reduce_mean_
 from ssl_zoo.models.heads import mlp
 from ssl_zoo.models.method import Method, StepOutput
-from ssl_zoo.models.targets import ema_update, frozen_copy, momentum_at
 
 
 def dino_loss(student: list[torch.Tensor], teacher: list[torch.Tensor], center: torch.Tensor,
@@ -84,15 +83,14 @@ def forward_crops(net: nn.Module, views: list[torch.Tensor]) -> list[torch.Tenso
 
 
 class DINO(Method):
+    momentum_pairs = {"teacher": ("backbone", "head")}  # EMA of the student (Method.after_step)
+
     def __init__(self, backbone: nn.Module, feat_dim: int, cfg, epochs: int = 1):
         super().__init__(backbone, feat_dim, cfg, epochs)
         self.head = DINOHead(feat_dim, cfg.head)
-        self.teacher = frozen_copy(nn.Sequential(self.backbone, self.head))
+        self.make_momentum_targets()
         self.register_buffer("center", torch.zeros(int(cfg.head.num_prototypes)))
         self._teacher_mean: torch.Tensor | None = None
-
-    def tau(self, progress: float) -> float:
-        return momentum_at(float(self.cfg.tau_base), progress, str(self.cfg.tau_schedule))
 
     def teacher_temp(self, progress: float) -> float:
         c = self.cfg
@@ -123,7 +121,7 @@ class DINO(Method):
 
     @torch.no_grad()
     def after_step(self, progress):
-        ema_update(self.teacher, nn.Sequential(self.backbone, self.head), self.tau(progress))
+        super().after_step(progress)  # the teacher's EMA step
         if self.cfg.centering and self._teacher_mean is not None:
             m = float(self.cfg.center_momentum)
             self.center.mul_(m).add_(all_reduce_mean_(self._teacher_mean), alpha=1 - m)

@@ -18,7 +18,6 @@ from ssl_zoo.common.distributed import all_gather_cat, expected_world_size
 from ssl_zoo.common.errors import UserError
 from ssl_zoo.models.heads import mlp
 from ssl_zoo.models.method import Method, StepOutput
-from ssl_zoo.models.targets import ema_update, frozen_copy, momentum_at
 
 
 def info_nce_queue(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -61,13 +60,15 @@ def split_batchnorm_(module: nn.Module, num_splits: int) -> nn.Module:
 
 
 class MoCoV2(Method):
+    momentum_pairs = {"target": ("backbone", "projector")}  # the key encoder: EMA of these (after_step)
+
     def __init__(self, backbone: nn.Module, feat_dim: int, cfg, epochs: int = 1):
         super().__init__(backbone, feat_dim, cfg, epochs)
         self.splits = int(cfg.split_bn)
         if self.splits > 1:
             split_batchnorm_(self.backbone, self.splits)
         self.projector = mlp(feat_dim, cfg.projector)
-        self.target = frozen_copy(nn.Sequential(self.backbone, self.projector))
+        self.make_momentum_targets()
         dim, size = int(cfg.projector.out_dim), int(cfg.queue_size)
         self.register_buffer("queue", F.normalize(torch.randn(size, dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
@@ -85,9 +86,6 @@ class MoCoV2(Method):
                             f"{' x 2 views, symmetric' if m.symmetric else ''}); e.g. method.queue_size={fix}")
         if int(m.split_bn) > 1 and batch % int(m.split_bn):
             raise UserError(f"trainer.batch_size={batch} is not divisible by method.split_bn={m.split_bn}")
-
-    def tau(self, progress: float) -> float:
-        return momentum_at(float(self.cfg.tau_base), progress, str(self.cfg.tau_schedule))
 
     @torch.no_grad()
     def keys(self, v: torch.Tensor) -> torch.Tensor:
@@ -111,7 +109,7 @@ class MoCoV2(Method):
 
     @torch.no_grad()
     def after_step(self, progress):
-        ema_update(self.target, nn.Sequential(self.backbone, self.projector), self.tau(progress))
+        super().after_step(progress)  # the key encoder's EMA step
         if self._keys is not None:
             self.enqueue(all_gather_cat(F.normalize(self._keys.float(), dim=1)))
             self._keys = None

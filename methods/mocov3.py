@@ -15,9 +15,9 @@ from torch import nn
 
 from ssl_zoo.common.distributed import all_gather_cat, rank
 from ssl_zoo.common.errors import UserError
-from ssl_zoo.models.heads import mlp
+from ssl_zoo.methods.byol import online_and_target  # BYOL's two branches; only the loss differs
+from ssl_zoo.models.heads import mlp, predictor_head
 from ssl_zoo.models.method import Method, StepOutput
-from ssl_zoo.models.targets import ema_update, frozen_copy, momentum_at
 
 
 def info_nce_in_batch(q: torch.Tensor, k_all: torch.Tensor, temperature: float, offset: int = 0) -> torch.Tensor:
@@ -28,6 +28,8 @@ def info_nce_in_batch(q: torch.Tensor, k_all: torch.Tensor, temperature: float, 
 
 
 class MoCoV3(Method):
+    momentum_pairs = {"target": ("backbone", "projector")}  # target rule: EMA of these (Method.after_step)
+
     def __init__(self, backbone: nn.Module, feat_dim: int, cfg, epochs: int = 1):
         super().__init__(backbone, feat_dim, cfg, epochs)
         if cfg.freeze_patch_embed:
@@ -37,27 +39,15 @@ class MoCoV3(Method):
                                 "(e.g. encoder=vit_small); set it to false for this encoder")
             patch_embed.requires_grad_(False)
         self.projector = mlp(feat_dim, cfg.projector)
-        pred = cfg.predictor
-        self.predictor = mlp(int(cfg.projector.out_dim), pred) if pred.enabled else nn.Identity()
-        self.predictor.requires_grad_(bool(pred.trainable))
-        self.target = frozen_copy(nn.Sequential(self.backbone, self.projector))
-
-    def tau(self, progress: float) -> float:
-        return momentum_at(float(self.cfg.tau_base), progress, str(self.cfg.tau_schedule))
+        self.predictor = predictor_head(int(cfg.projector.out_dim), cfg.predictor)
+        self.make_momentum_targets()
 
     def training_step(self, views, progress):
-        v1, v2 = views[0], views[1]
-        h1 = self.backbone(v1)
-        q1, q2 = self.predictor(self.projector(h1)), self.predictor(self.projector(self.backbone(v2)))
-        with torch.no_grad():
-            k1, k2 = all_gather_cat(self.target(v1)), all_gather_cat(self.target(v2))
-        t, offset = float(self.cfg.temperature), rank() * len(v1)
+        h1, (q1, q2), (k1, k2) = online_and_target(self, views[0], views[1])
+        k1, k2 = all_gather_cat(k1), all_gather_cat(k2)  # the keys of the global batch
+        t, offset = float(self.cfg.temperature), rank() * len(views[0])
         loss = info_nce_in_batch(q1, k2, t, offset) + info_nce_in_batch(q2, k1, t, offset)
         return StepOutput(loss, {"tau": self.tau(progress)}, features=h1)
-
-    @torch.no_grad()
-    def after_step(self, progress):
-        ema_update(self.target, nn.Sequential(self.backbone, self.projector), self.tau(progress))
 
 
 METHOD = MoCoV3

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_zoo.models.heads import mlp
+from ssl_zoo.models.heads import mlp, predictor_head
 from ssl_zoo.models.method import Method, StepOutput
 
 
@@ -24,9 +24,7 @@ class SimSiam(Method):
     def __init__(self, backbone: nn.Module, feat_dim: int, cfg, epochs: int = 1):
         super().__init__(backbone, feat_dim, cfg, epochs)
         self.projector = mlp(feat_dim, cfg.projector)
-        pred = cfg.predictor
-        self.predictor = mlp(int(cfg.projector.out_dim), pred) if pred.enabled else nn.Identity()
-        self.predictor.requires_grad_(bool(pred.trainable))
+        self.predictor = predictor_head(int(cfg.projector.out_dim), cfg.predictor)
 
     def training_step(self, views, progress):
         h1 = self.backbone(views[0])

@@ -92,7 +92,7 @@ def build(method_or_cfg: str | DictConfig = "byol", *args: str, **settings: Any)
     """The method (an nn.Module) with its encoder and heads, initialised from the config's seed, on the CPU:
     model.backbone is the online encoder, model.training_step(views, progress) the objective,
     model.after_step(progress) the target rule (EMA, queue, centre)."""
-    from ssl_zoo.train.trainer import build_method
+    from ssl_zoo.train.build import build_method
 
     return build_method(_as_config(method_or_cfg, args, settings))
 
@@ -147,9 +147,9 @@ def train(method_or_cfg: str | DictConfig = "byol", *args: str, **settings: Any)
 
 def results(run_dir: str | Path) -> dict:
     """A run's results.json (kNN, linear, fine-tuning numbers, status)."""
-    from ssl_zoo.runs.rundir import read_results
+    from ssl_zoo.runs.results_file import results_or_problem
 
-    found = read_results(Path(run_dir).expanduser())
+    found = results_or_problem(Path(run_dir).expanduser())[0]
     if found is None:
         raise UserError(f"{run_dir} has no readable results.json (unfinished, or not a run directory)")
     return found
@@ -159,7 +159,7 @@ def load_run(run_dir: str | Path) -> Method:
     """The whole method of a run's newest checkpoint (heads and target side included), in eval mode."""
     from ssl_zoo.launch.run_eval import load_run_config
     from ssl_zoo.runs.checkpoint import load_checkpoint
-    from ssl_zoo.train.trainer import build_method
+    from ssl_zoo.train.build import build_method
 
     run_dir = Path(run_dir).expanduser()
     cfg = load_run_config(run_dir)

@@ -26,7 +26,8 @@ from torch import nn
 
 from ssl_zoo.common.errors import UserError
 from ssl_zoo.models.encoders import SmallCNN, library, timm_kwargs
-from ssl_zoo.runs.checkpoint import find_checkpoint, fsync_dir
+from ssl_zoo.runs.atomic import fsync_dir
+from ssl_zoo.runs.checkpoint import find_checkpoint
 
 CARD_FORMAT = "ssl-zoo backbone card 1"
 WEIGHTS, CARD = "backbone.safetensors", "card.json"
@@ -138,7 +139,8 @@ def export_run(run_dir: Path, out: Path | None = None) -> Path:
     Refuses (UserError, nothing written) a folder that is not a run, a run without a checkpoint and an
     existing out."""
     from ssl_zoo.launch.run_eval import load_run_config
-    from ssl_zoo.runs.runfiles import check_output_folder, read_results
+    from ssl_zoo.runs.results_file import results_or_problem
+    from ssl_zoo.runs.verb_output import check_output_folder
 
     run_dir = Path(run_dir).expanduser()
     cfg = load_run_config(run_dir)
@@ -157,7 +159,7 @@ def export_run(run_dir: Path, out: Path | None = None) -> Path:
             "input": {"image_size": int(cfg.data.image_size), "mean": list(cfg.data.mean),
                       "std": list(cfg.data.std), "channels": int(cfg.data.channels)}}
     card["feat_dim"] = _check_fits(card, state)
-    results, problem = read_results(run_dir)
+    results, problem = results_or_problem(run_dir)
     if problem:  # the weights are still good: exported, with the card saying it carries no results
         print(f"ssl-zoo: skipped {problem} (the card carries no probe results)", file=sys.stderr, flush=True)
     results = results or {}

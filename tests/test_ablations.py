@@ -20,7 +20,8 @@ from ssl_zoo.config import ablations
 from ssl_zoo.config.load import load_config
 from ssl_zoo.data.views import build_view_maker
 from ssl_zoo.runs.identity import run_dir_for
-from ssl_zoo.train.trainer import build_method, step_generator
+from ssl_zoo.train.build import build_method
+from ssl_zoo.train.trainer import step_generator
 
 ABLATIONS = sorted(p.stem for p in (conf_dir() / "ablation").glob("*.yaml"))
 METHODS = sorted(p.stem for p in (conf_dir() / "method").glob("*.yaml"))

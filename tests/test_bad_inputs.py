@@ -21,9 +21,10 @@ import torch
 
 from ssl_zoo.cli import main
 from ssl_zoo.config.load import load_config
-from ssl_zoo.runs.checkpoint import save_checkpoint, write_json
+from ssl_zoo.runs.atomic import write_json
+from ssl_zoo.runs.checkpoint import save_checkpoint
+from ssl_zoo.runs.config_file import write_config
 from ssl_zoo.runs.identity import run_dir_for
-from ssl_zoo.runs.rundir import write_config
 
 from tiny import tiny_overrides
 

@@ -12,17 +12,15 @@ import torch
 from ssl_zoo.common.errors import UserError
 from ssl_zoo.config.load import load_config
 from ssl_zoo.data.datasets import load_data
-from ssl_zoo.runs import checkpoint
-from ssl_zoo.runs.checkpoint import (
-    atomic_write_text,
-    find_checkpoint,
-    load_checkpoint,
-    read_checkpoint,
-    save_checkpoint,
-)
+from ssl_zoo.runs import atomic, checkpoint
+from ssl_zoo.runs.atomic import atomic_write_text
+from ssl_zoo.runs.checkpoint import find_checkpoint, load_checkpoint, read_checkpoint, save_checkpoint
+from ssl_zoo.runs.config_file import write_config
 from ssl_zoo.runs.identity import run_dir_for
-from ssl_zoo.runs.rundir import check_existing, write_config, write_metrics
-from ssl_zoo.train.trainer import Diverged, Trainer
+from ssl_zoo.runs.metrics_file import write_metrics
+from ssl_zoo.runs.rundir import check_existing
+from ssl_zoo.train.build import build_trainer
+from ssl_zoo.train.trainer import Diverged
 
 from tiny import tiny_overrides
 
@@ -170,7 +168,7 @@ def test_a_run_dir_holding_only_temp_leftovers_starts_fresh(tmp_path):
 def test_trainer_never_saves_non_finite_weights_and_resumes_after_a_fallback(tmp_path, capsys):
     cfg = load_config(tiny_overrides(tmp_path, "trainer.epochs=1"))
     run_dir = run_dir_for(cfg)
-    trainer = Trainer(cfg, load_data(cfg.data), run_dir)
+    trainer = build_trainer(cfg, load_data(cfg.data), run_dir)
     trainer.checkpoint()
     trainer.step = 5
     trainer.checkpoint()
@@ -182,7 +180,7 @@ def test_trainer_never_saves_non_finite_weights_and_resumes_after_a_fallback(tmp
     assert (run_dir / "checkpoints" / "last.pt").read_bytes() == good
 
     _corrupt(run_dir / "checkpoints" / "last.pt", "truncated")
-    again = Trainer(cfg, load_data(cfg.data), run_dir)
+    again = build_trainer(cfg, load_data(cfg.data), run_dir)
     assert again.restore() and again.step == 0  # from prev.pt
     assert "resuming from prev.pt (step 0)" in capsys.readouterr().err
     again.step = 7
@@ -198,7 +196,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with pytest.raises(UserError, match="No space left on device.*previous file is kept"):
-        checkpoint._write_temp(tmp_path / "metrics.csv", disk_full)
+        atomic.write_temp(tmp_path / "metrics.csv", disk_full)
     assert (tmp_path / "metrics.csv").read_text() == "old" and not list(tmp_path.glob(".*"))
 
 
@@ -208,7 +206,7 @@ def test_conv_encoders_train_channels_last_on_the_cpu_too(tmp_path, setting, det
     """auto: the faster convolution layout for convolutions on a CPU too, but not for deterministic=true runs
     (oneDNN's channels_last batch norm gives other bits on another core count)."""
     cfg = load_config(tiny_overrides(tmp_path, f"trainer.channels_last={setting}", f"deterministic={deterministic}"))
-    trainer = Trainer(cfg, load_data(cfg.data), run_dir_for(cfg))
+    trainer = build_trainer(cfg, load_data(cfg.data), run_dir_for(cfg))
     conv = [m for m in trainer.method.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # C > 1: layouts differ
     assert trainer.channels_last is expected
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) is expected

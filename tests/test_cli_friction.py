@@ -1,11 +1,16 @@
 """What a newcomer meets in the first ten minutes: --version, train --help with the config groups, did-you-mean for
-misspelt keys and `--epochs 3` flags, unknown experiments, resume=true/false, logger=tensorboard without the
-package, the folder argument of eval/compare/report/status, and status of single runs."""
+misspelt keys and `--epochs 3` flags, unknown experiments, a new method the package does not see yet,
+resume=true/false, logger=tensorboard without the package, the folder argument of eval/compare/report/status, and
+status of single runs."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +61,56 @@ def test_an_unknown_experiment_is_an_error_with_the_choices(capsys, tmp_path, mo
     assert "unknown experiment 'collapse_stduy'" in err and "collapse_study" in err and "compare_methods" in err
     assert "unknown method 'byl'" in _error(capsys, ["train", "-m", "method=byl,simsiam"])
     assert list(tmp_path.iterdir()) == []
+
+
+def _installed_copy(dest: Path) -> Path:
+    """The package as a plain `pip install .` leaves it in site-packages: methods/, analysis/, conf/ inside it."""
+    root = Path(__file__).resolve().parents[1]
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(root / "ssl_zoo", dest / "ssl_zoo", ignore=ignore)
+    for folder in ("methods", "analysis", "conf"):
+        shutil.copytree(root / folder, dest / "ssl_zoo" / folder, ignore=ignore)
+    return dest
+
+
+def _train_error(site: Path, cwd: Path, *overrides: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "ssl_zoo.cli", "train", *overrides], cwd=cwd, capture_output=True,
+                         text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr[-3000:]
+    return out.stderr
+
+
+@pytest.mark.slow  # three fresh interpreters
+def test_a_new_method_the_package_does_not_see_says_to_install_editable(tmp_path, capsys):
+    """methods/mine.py and conf/method/mine.yaml written after a plain `pip install .`: in the checkout only, or
+    one of them where the package reads it; each case names the files and `pip install -e .`."""
+    site = _installed_copy(tmp_path / "site")
+    checkout = tmp_path / "checkout"
+    (checkout / "conf" / "method").mkdir(parents=True)
+    (checkout / "methods").mkdir()
+    recipe = (site / "ssl_zoo" / "conf" / "method" / "simsiam.yaml").read_text().replace("name: simsiam", "name: mine")
+    code = (site / "ssl_zoo" / "methods" / "simsiam.py").read_text()
+    (checkout / "conf" / "method" / "mine.yaml").write_text(recipe)
+    (checkout / "methods" / "mine.py").write_text(code)
+    out = ["method=mine", f"out_dir={tmp_path / 'runs'}"]
+
+    err = _train_error(site, checkout, *out)  # both files in the checkout, neither installed
+    assert "unknown method 'mine'; choices:" in err and "conf/method/mine.yaml are here but not installed" in err
+    assert "pip install -e ." in err
+
+    (site / "ssl_zoo" / "conf" / "method" / "mine.yaml").write_text(recipe)  # the recipe installed, not the code
+    err = _train_error(site, tmp_path, *out)
+    assert "unknown method 'mine'; conf/method/mine.yaml is installed but not methods/mine.py" in err
+    assert "pip install -e ." in err
+
+    (site / "ssl_zoo" / "conf" / "method" / "mine.yaml").unlink()  # the code installed, not the recipe
+    (site / "ssl_zoo" / "methods" / "mine.py").write_text(code)
+    err = _train_error(site, tmp_path, *out)
+    assert "unknown method 'mine'; choices:" in err and "methods/mine.py is installed but not conf/method/mine.yaml" in err
+    assert "pip install -e ." in err
+    assert not (tmp_path / "runs").exists()
+
+    assert "pip install" not in _error(capsys, ["train", "method=byl", f"out_dir={tmp_path / 'runs'}"])  # a typo
 
 
 def test_resume_true_and_false_mean_auto_and_never(tmp_path):

@@ -347,7 +347,7 @@ def test_checkpoints_all_lacking_an_entry_are_one_line_naming_it(tmp_path, chang
 
 
 def test_resuming_from_checkpoints_lacking_an_entry_is_one_line_naming_it(tmp_path, capsys):
-    from ssl_zoo.runs.rundir import write_config
+    from ssl_zoo.runs.config_file import write_config
 
     args = tiny_overrides(tmp_path, "eval.enabled=false", "device=cpu")
     run_dir = run_dir_for(load_config(args))

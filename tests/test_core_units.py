@@ -9,11 +9,14 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from ssl_zoo.common.shown import shown
+from ssl_zoo.config.load import load_config
 from ssl_zoo.methods.byol import byol_loss
 from ssl_zoo.methods.simsiam import simsiam_loss
 from ssl_zoo.models.encoders import build_encoder
 from ssl_zoo.models.heads import mlp
-from ssl_zoo.models.targets import ema_update, momentum_at
+from ssl_zoo.models.method import method_class
+from ssl_zoo.models.targets import ema_update, make_momentum_targets, momentum_at, update_momentum_targets
 from ssl_zoo.train.optim import lr_at
 
 
@@ -50,6 +53,57 @@ def test_tau_schedule_start_middle_end():
     assert momentum_at(0.996, 0.5) == pytest.approx(0.998)
     assert momentum_at(0.996, 1.0) == pytest.approx(1.0)
     assert momentum_at(0.99, 0.7, "constant") == 0.99
+
+
+def test_momentum_targets_are_frozen_copies_that_follow_their_pairs():
+    owner = nn.Module()
+    owner.backbone, owner.projector = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), nn.Linear(4, 2)
+    pairs = {"target": ("backbone", "projector")}
+    make_momentum_targets(owner, pairs)
+    assert set(owner.target.state_dict()) == ({f"0.{k}" for k in owner.backbone.state_dict()}
+                                              | {f"1.{k}" for k in owner.projector.state_dict()})
+    assert not any(p.requires_grad for p in owner.target.parameters())
+    before = [p.clone() for p in owner.target.parameters()]
+    with torch.no_grad():
+        for p in [*owner.backbone.parameters(), *owner.projector.parameters()]:
+            p.add_(1.0)
+        owner.backbone[1].running_mean.fill_(2.0)
+    update_momentum_targets(owner, pairs, tau=0.75)
+    online = [*owner.backbone.parameters(), *owner.projector.parameters()]
+    for t, b, o in zip(owner.target.parameters(), before, online):
+        assert torch.allclose(t, 0.75 * b + 0.25 * o)
+    assert torch.equal(owner.target[0][1].running_mean, owner.backbone[1].running_mean)
+
+
+# The target copies' state_dict keys are what checkpoints hold: <target>.<i>.<key of the i-th online module>.
+CHECKPOINTED_PAIRS = {"byol": {"target": ("backbone", "projector")}, "mocov2": {"target": ("backbone", "projector")},
+                      "mocov3": {"target": ("backbone", "projector")}, "dino": {"teacher": ("backbone", "head")}}
+
+
+@pytest.mark.parametrize("name", ["barlow", "byol", "dino", "mocov2", "mocov3", "simclr", "simsiam", "swav", "vicreg"])
+def test_momentum_methods_keep_their_checkpoint_keys(name):
+    cfg = OmegaConf.to_container(load_config([f"method={name}"]).method)
+    for part in ("projector", "predictor", "head"):
+        if part in cfg:
+            cfg[part].update(hidden_dim=8, out_dim=8, **({"num_prototypes": 8} if part == "head" else {}))
+    cfg.update({"num_prototypes": 8, "queue_length": 4} if name == "swav" else {})
+    cfg.update({"queue_size": 8} if name == "mocov2" else {})
+    backbone = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    method = method_class(name)(backbone, 4, OmegaConf.create(cfg))
+    pairs = CHECKPOINTED_PAIRS.get(name, {})
+    assert method.momentum_pairs == pairs
+    keys = set(method.state_dict())
+    for target, online in pairs.items():
+        expected = {f"{target}.{i}.{k}" for i, part in enumerate(online) for k in getattr(method, part).state_dict()}
+        assert {k for k in keys if k.startswith(f"{target}.")} == expected
+    method.after_step(0.5)  # the EMA step (or nothing) of the default target rule
+
+
+def test_shown_writes_values_as_the_user_wrote_them():
+    assert [shown(v) for v in (None, True, "a b", 0.5, OmegaConf.create([1, False]))] == \
+        ["null", "true", "'a b'", "0.5", "[1, false]"]
+    assert [shown(v, "json") for v in (None, True, "high", [1], 0.1)] == ["null", "true", '"high"', "[1]", "0.1"]
+    assert shown(list(range(20)), "json") == "[0, 1, 2, 3, 4, 5, 6, 7, 8,..."  # 30 characters at most
 
 
 def _head(**kw):

@@ -22,8 +22,8 @@ from ssl_zoo.common.errors import UserError
 from ssl_zoo.config.load import load_config
 from ssl_zoo.data.views import build_view_maker
 from ssl_zoo.runs.identity import run_dir_for
+from ssl_zoo.train.build import build_trainer
 from ssl_zoo.train.ddp import shard_views
-from ssl_zoo.train.trainer import Trainer
 
 from tiny import tiny_overrides
 
@@ -73,7 +73,7 @@ def test_resume_on_another_number_of_processes_is_refused(tmp_path):
     cfg = load_config(tiny_overrides(tmp_path))
     from ssl_zoo.data.datasets import load_data
 
-    trainer = Trainer(cfg, load_data(cfg.data), run_dir_for(cfg))
+    trainer = build_trainer(cfg, load_data(cfg.data), run_dir_for(cfg))
     state = trainer.state()
     state["world_size"] = 2
     from ssl_zoo.runs.checkpoint import save_checkpoint

@@ -9,7 +9,7 @@ from torch import nn
 from ssl_zoo.common.errors import UserError
 from ssl_zoo.config.load import load_config
 from ssl_zoo.methods.dino import teacher_temp_at
-from ssl_zoo.train.trainer import build_method
+from ssl_zoo.train.build import build_method
 
 
 @pytest.mark.parametrize("epochs,warmup", [(40, 30), (5, 5), (3, 1), (4, 0)])

@@ -18,9 +18,9 @@ from ssl_zoo.evaluation.probes import knn_key, knn_sweep, linear_probe
 from ssl_zoo.launch.run import train
 from ssl_zoo.launch.run_eval import evaluate_run_dir, evaluate_trained
 from ssl_zoo.runs.checkpoint import load_checkpoint
+from ssl_zoo.runs.config_file import write_config
 from ssl_zoo.runs.identity import run_dir_for
-from ssl_zoo.runs.rundir import write_config
-from ssl_zoo.train.trainer import Trainer, build_method
+from ssl_zoo.train.build import build_method, build_trainer
 
 from tiny import TINY, tiny_overrides
 
@@ -176,7 +176,7 @@ def test_eval_of_an_unfinished_run_says_so(tmp_path, capsys):
     run_dir = run_dir_for(cfg)
     run_dir.mkdir(parents=True)
     write_config(run_dir, cfg)
-    trainer = Trainer(cfg, load_data(cfg.data), run_dir)
+    trainer = build_trainer(cfg, load_data(cfg.data), run_dir)
     trainer._run_epoch(0)  # what fit() does for the first of two epochs, then a checkpoint
     trainer._end_epoch(0)
     trainer.checkpoint()
@@ -211,11 +211,11 @@ def test_eval_cli_on_a_finished_run_and_bad_dirs(finished_run, tmp_path, capsys)
 
 def test_online_probe_ignores_unlabelled_images(tiny_cfg, tmp_path):
     cfg = tiny_cfg("trainer.epochs=1")
-    trainer = Trainer(cfg, load_data(cfg.data), tmp_path / "run")
+    trainer = build_trainer(cfg, load_data(cfg.data), tmp_path / "run")
     feats = torch.randn(16, trainer.method.feat_dim)
-    correct, labelled = trainer._probe_step(feats, torch.full((16,), -1))  # an all-unlabelled batch (STL-10)
+    correct, labelled = trainer.probe.step(feats, torch.full((16,), -1))  # an all-unlabelled batch (STL-10)
     assert labelled.item() == 0 and correct.item() == 0
     assert all(torch.isfinite(p).all() for p in trainer.probe.parameters())
     y = torch.tensor([0, 1, -1, -1] * 4)
-    correct, labelled = trainer._probe_step(feats, y)
+    correct, labelled = trainer.probe.step(feats, y)
     assert labelled.item() == 8 and 0 <= correct.item() <= 8

@@ -41,7 +41,7 @@ def _features(net: nn.Module, run_dir) -> torch.Tensor:
 
 def _trained_backbone(run_dir) -> tuple[nn.Module, dict]:
     from ssl_zoo.launch.run_eval import load_run_config
-    from ssl_zoo.train.trainer import build_method
+    from ssl_zoo.train.build import build_method
 
     method = build_method(load_run_config(run_dir))
     state = load_checkpoint(run_dir)
@@ -68,7 +68,7 @@ def _check_export(run_dir, fresh: nn.Module) -> dict:
 
 def test_resnet_export_loads_into_torchvision(tmp_path):
     run_dir = _tiny_run(tmp_path, "encoder=resnet18_cifar")
-    net = torchvision.models.resnet18()  # what a user writes: the README's load lines
+    net = torchvision.models.resnet18()  # what a user writes: the load lines of docs/export.md
     net.fc = nn.Identity()
     net.conv1 = nn.Conv2d(1, 64, 3, 1, 1, bias=False)
     net.maxpool = nn.Identity()

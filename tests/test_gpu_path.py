@@ -10,6 +10,7 @@ import torch
 
 from ssl_zoo.config.load import load_config
 from ssl_zoo.data.datasets import load_data
+from ssl_zoo.train.build import build_trainer
 from ssl_zoo.train.prefetch import ViewPrefetcher
 from ssl_zoo.train.trainer import Trainer
 
@@ -25,7 +26,7 @@ def _trainer(tmp_path, *extra: str, method: str = "byol") -> Trainer:
     if method == "dino":
         overrides = [o for o in overrides if not o.startswith("method.projector")] + DINO_TINY
     cfg = load_config(overrides)
-    return Trainer(cfg, load_data(cfg.data), tmp_path / "run")
+    return build_trainer(cfg, load_data(cfg.data), tmp_path / "run")
 
 
 def test_prefetcher_makes_each_step_once_and_one_ahead():
@@ -63,7 +64,7 @@ def test_compile_traces_each_part_once_not_every_step(tmp_path, monkeypatch, met
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
     torch._dynamo.reset()
     compiled, eager = _trainer(tmp_path / "c", "trainer.compile=true", method=method), _trainer(tmp_path / "e", method=method)
-    x, y = compiled.images[:128], compiled.labels[:128]
+    x, y = compiled.pretrain.images[:128], compiled.pretrain.labels[:128]
     counters = torch._dynamo.utils.counters
     try:
         for step in range(4):
@@ -86,13 +87,14 @@ def test_compile_traces_each_part_once_not_every_step(tmp_path, monkeypatch, met
 @pytest.mark.parametrize("method", ["byol", "dino"])
 def test_cuda_steps_never_sync_the_host(tmp_path, method):
     tr = _trainer(tmp_path, "device=cuda", "deterministic=false", method=method)
-    order = torch.arange(len(tr.images), device=tr.device)
-    ahead = ViewPrefetcher(lambda i: tr._make_views(tr.images[order[i * 128:(i + 1) * 128]], i), tr.device, 6)
-    tr._train_step(None, tr.labels[:128], ahead.get(0))  # first use: optimizer state, cached view constants
+    images, labels = tr.pretrain.images, tr.pretrain.labels
+    order = torch.arange(len(images), device=tr.device)
+    ahead = ViewPrefetcher(lambda i: tr._make_views(images[order[i * 128:(i + 1) * 128]], i), tr.device, 6)
+    tr._train_step(None, labels[:128], ahead.get(0))  # first use: optimizer state, cached view constants
     torch.cuda.set_sync_debug_mode("error")  # any synchronising call (.item(), pageable copies) raises
     try:
         for i in range(1, 6):
-            tr._train_step(None, tr.labels[i * 128:(i + 1) * 128], ahead.get(i))
+            tr._train_step(None, labels[i * 128:(i + 1) * 128], ahead.get(i))
     finally:
         torch.cuda.set_sync_debug_mode(0)
     torch.cuda.synchronize()

@@ -70,7 +70,7 @@ def test_dino_logged_teacher_entropy_and_kl():
 
 def test_dino_step_logs_the_keys_the_collapse_rule_reads():
     from ssl_zoo.config.load import load_config
-    from ssl_zoo.train.trainer import build_method
+    from ssl_zoo.train.build import build_method
 
     cfg = load_config(["method=dino", "data=digits", "encoder.width=4", "method.head.hidden_dim=32",
                        "method.head.num_prototypes=64"])

@@ -20,8 +20,11 @@ from ssl_zoo.cli import main
 from ssl_zoo.common.errors import UserError
 from ssl_zoo.config.load import load_config
 from ssl_zoo.export import read_card
-from ssl_zoo.runs import checkpoint, runfiles
+from ssl_zoo.runs import atomic
 from ssl_zoo.runs.identity import run_dir_for
+from ssl_zoo.runs.metrics_file import metrics_or_problem
+from ssl_zoo.runs.results_file import results_or_problem
+from ssl_zoo.runs.spectrum_file import spectrum_or_problem
 
 from tiny import tiny_overrides
 
@@ -194,11 +197,11 @@ def test_a_failed_atomic_write_reports_its_own_error_not_the_cleanup(tmp_path, m
     blocker = tmp_path / "a_file"
     blocker.write_text("mine")
     with pytest.raises(UserError, match=f"cannot write {blocker / 'x.json'}"):  # mkdir and unlink both fail here
-        checkpoint.write_json(blocker / "x.json", {"a": 1})
+        atomic.write_json(blocker / "x.json", {"a": 1})
     folder = tmp_path / "target_is_a_folder"
     (folder / "results.json").mkdir(parents=True)
     with pytest.raises(UserError, match="Is a directory"):
-        checkpoint.write_json(folder / "results.json", {"a": 1})
+        atomic.write_json(folder / "results.json", {"a": 1})
     assert sorted(p.name for p in folder.iterdir()) == ["results.json"]  # no temp file left behind
 
     real_open = open
@@ -214,13 +217,13 @@ def test_a_failed_atomic_write_reports_its_own_error_not_the_cleanup(tmp_path, m
     monkeypatch.setattr("builtins.open", read_only)
     monkeypatch.setattr(Path, "unlink", unlink)
     with pytest.raises(UserError, match="Read-only file system"):
-        checkpoint.atomic_write_text(tmp_path / "results.json", "{}")
+        atomic.atomic_write_text(tmp_path / "results.json", "{}")
 
 
 def test_the_run_file_readers_name_the_problem(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    assert runfiles.read_results(run) == (None, None) and runfiles.read_metrics(run) == (None, None)
+    assert results_or_problem(run) == (None, None) and metrics_or_problem(run) == (None, None)
     for content, problem in (('"text"', "holds a str"), ('{"status": "done"}', "status is \"done\""),
                              ('{"epochs": -1}', "epochs is -1, not a count"),
                              ('{"wall_s": NaN}', "wall_s is nan"), ('{"collapsed": "no"}', "collapsed is \"no\""),
@@ -228,18 +231,18 @@ def test_the_run_file_readers_name_the_problem(tmp_path):
                              ('{"finetune": {"1%": {"n_labels": 5, "top1": "x"}}}', "finetune.1%.top1 is"),
                              ('{"projector": {"linear_top1": 50}}', "projector.knn_top1 is missing")):
         (run / "results.json").write_text(content)
-        value, reason = runfiles.read_results(run)
+        value, reason = results_or_problem(run)
         assert value is None and problem in reason and str(run / "results.json") in reason
     for content, problem in (("loss\n1\n", "no epoch column"), ("epoch\n0.5\n", "the epoch column"),
                              ("epoch,loss\n1,2\n", None), ("epoch\n", None)):
         (run / "metrics.csv").write_text(content)
-        value, reason = runfiles.read_metrics(run)
+        value, reason = metrics_or_problem(run)
         assert (reason is None) == (problem is None) and (problem is None or problem in reason), content
     (run / "metrics.csv").write_text("epoch,loss\n1,x\n2,0.5\n")
-    df, reason = runfiles.read_metrics(run)
+    df, reason = metrics_or_problem(run)
     assert reason is None and df["loss"].isna().tolist() == [True, False]  # a word in a number cell: NaN
     (run / "spectrum.npy").write_bytes(b"\x93NUMPY garbage")
-    assert "not a readable .npy" in runfiles.read_spectrum(run / "spectrum.npy")[1]
+    assert "not a readable .npy" in spectrum_or_problem(run, "")[1]
 
 
 # --- eval and export on odd directories (one real trained run, copied per case) ----------------------------

@@ -1,5 +1,5 @@
 """One notion of the run directory: absolute from the moment a config is loaded, for single runs, sweeps, studies
-and SLURM submissions; the source tree imports like the installed package; a directory that Trainer(...).fit()
+and SLURM submissions; the source tree imports like the installed package; a directory that a Trainer's fit()
 left behind is a run directory; what a run prints first and per epoch."""
 
 from __future__ import annotations
@@ -105,18 +105,18 @@ def test_the_source_tree_imports_its_methods_from_the_repository_root():
 
 
 def test_a_trainer_fit_directory_is_a_run_that_train_and_eval_accept(tmp_path, capsys):
-    """Trainer(cfg, data, run_dir).fit() from Python, then ssl_zoo.launch.run.train(cfg) finishes it (evaluates) and
+    """build_trainer(cfg, data, run_dir).fit() from Python, then ssl_zoo.launch.run.train(cfg) finishes it (evaluates) and
     `ssl-zoo eval <dir>` scores it. Also what a run prints: its directory and state first, one line per epoch,
     and no carriage returns when the output is not a terminal."""
     from ssl_zoo.cli import main
     from ssl_zoo.data.datasets import load_data
     from ssl_zoo.launch.run import train
-    from ssl_zoo.train.trainer import Trainer
+    from ssl_zoo.train.build import build_trainer
 
     cfg = load_config(tiny_overrides(tmp_path, "data.train_subset=256", "progress_bar=true",
                                      "eval.max_train=256"))
     run_dir = run_dir_for(cfg)
-    Trainer(cfg, load_data(cfg.data), run_dir).fit()
+    build_trainer(cfg, load_data(cfg.data), run_dir).fit()
     assert (run_dir / "config.yaml").is_file() and not (run_dir / "results.json").exists()
     capsys.readouterr()
     assert train(cfg) == run_dir

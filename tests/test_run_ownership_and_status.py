@@ -29,11 +29,12 @@ from ssl_zoo import api
 from ssl_zoo.cli import main
 from ssl_zoo.common.errors import UserError
 from ssl_zoo.config.load import load_config
-from ssl_zoo.runs import checkpoint
+from ssl_zoo.runs import atomic
 from ssl_zoo.runs.checkpoint import find_checkpoint
 from ssl_zoo.runs.identity import run_dir_for
+from ssl_zoo.runs.layout import LOCK as LOCK_NAME
 from ssl_zoo.runs.rundir import check_existing
-from ssl_zoo.runs.runlock import LOCK_NAME, RunInUse, acquire, holder
+from ssl_zoo.runs.runlock import RunInUse, acquire, holder
 
 from tiny import tiny_overrides
 
@@ -150,8 +151,8 @@ def test_train_and_eval_of_a_held_run_are_refused_naming_the_holder_and_write_no
     fresh = [*args, "seed=7"]  # a run whose directory the holder created a moment ago
     fresh_dir = run_dir_for(load_config(fresh))
     writes = []
-    real = checkpoint._write_temp
-    monkeypatch.setattr(checkpoint, "_write_temp", lambda path, write: writes.append(path) or real(path, write))
+    real = atomic.write_temp
+    monkeypatch.setattr(atomic, "write_temp", lambda path, write: writes.append(path) or real(path, write))
     with held_by_child(run_dir) as pid, held_by_child(fresh_dir) as fresh_pid:
         before = _tree(tmp_path)
         for argv, holder_pid in ((["train", *args], pid), (["train", *fresh], fresh_pid),
@@ -185,8 +186,8 @@ def test_a_second_start_is_refused_and_a_sigkilled_run_restarts(tmp_path, capsys
                "sys.exit(main())", "train", *args]  # main() without arguments: as the `ssl-zoo` script runs
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     writes = []
-    real = checkpoint._write_temp
-    monkeypatch.setattr(checkpoint, "_write_temp", lambda path, write: writes.append(path) or real(path, write))
+    real = atomic.write_temp
+    monkeypatch.setattr(atomic, "write_temp", lambda path, write: writes.append(path) or real(path, write))
     try:
         assert "new run" in first.stdout.readline()
         assert first.stdout.readline().startswith("epoch 1/200"), first.stderr.read()  # a checkpoint exists

@@ -152,7 +152,7 @@ def test_sgd_linear_protocol_on_in_memory_digits_learns_and_is_deterministic():
     from ssl_zoo.data.datasets import load_data
     from ssl_zoo.data.views import plain_view
     from ssl_zoo.evaluation.linear_sgd import linear_sgd
-    from ssl_zoo.train.trainer import build_method
+    from ssl_zoo.train.build import build_method
 
     cfg = load_config(["data=digits", "encoder=small_cnn", "encoder.width=8", "eval.epochs=8", "eval.sgd.lr=3.0",
                        "eval.sgd.batch_size=128", "eval.sgd.nesterov=true"])

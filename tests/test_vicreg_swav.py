@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ssl_zoo.config.load import load_config
 from ssl_zoo.methods.swav import sinkhorn, swapped_prediction
 from ssl_zoo.methods.vicreg import vicreg_terms
-from ssl_zoo.train.trainer import build_method
+from ssl_zoo.train.build import build_method
 
 
 def official_vicreg(x, y, sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0):

@@ -13,12 +13,13 @@ def compare(paths: list[str], out: str | None = None, skipped: list[str] | None 
     """Writes the tables and plots; returns (the markdown, the files written). Files that could not be used are
     named in `skipped`; everything is read and checked before the first file is written."""
     from ssl_zoo.analysis import compare_plots
-    from ssl_zoo.analysis.results import check_paths, gather_metrics, gather_runs, markdown_tables, summarize
-    from ssl_zoo.runs.checkpoint import atomic_write_text
-    from ssl_zoo.runs.runfiles import check_output_folder, output_folder
+    from ssl_zoo.analysis.results import gather_metrics, gather_runs, markdown_tables, summarize
+    from ssl_zoo.runs.atomic import atomic_write_text
+    from ssl_zoo.runs.discovery import check_folders
+    from ssl_zoo.runs.verb_output import check_output_folder, output_folder
 
     skipped = [] if skipped is None else skipped
-    check_paths(paths)
+    check_folders(paths)
     check_output_folder(Path(out if out is not None else paths[0]), "--out")  # before minutes of reading runs
     runs = gather_runs(paths, skipped)
     summary = summarize(runs)
@@ -43,7 +44,7 @@ def compare(paths: list[str], out: str | None = None, skipped: list[str] | None 
 
 def run(args) -> int:
     from ssl_zoo.commands.folders import split_folders
-    from ssl_zoo.runs.runfiles import warn_skipped
+    from ssl_zoo.runs.verb_output import warn_skipped
 
     dirs, rest = split_folders(args.dirs)
     if rest or not dirs:

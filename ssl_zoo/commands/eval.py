@@ -17,14 +17,14 @@ def _row(name: str, r: dict) -> str:
 
 def _length(run_dir: Path, r: dict) -> str:
     """'N steps' for a run the user sized in optimizer steps (trainer.steps), else 'N epochs'."""
-    steps = None
-    if (run_dir / "config.yaml").is_file():
-        from omegaconf import OmegaConf
+    from omegaconf import OmegaConf
 
-        try:
-            steps = OmegaConf.select(OmegaConf.load(run_dir / "config.yaml"), "trainer.steps")
-        except Exception:  # an unreadable config is reported by the commands that need it
-            steps = None
+    from ssl_zoo.runs.config_file import unchecked_config
+
+    try:
+        steps = OmegaConf.select(unchecked_config(run_dir), "trainer.steps")
+    except Exception:  # no config, or an unreadable one: reported by the commands that need it
+        steps = None
     return f"{steps} steps" if steps is not None else f"{r.get('epochs')} epochs"
 
 

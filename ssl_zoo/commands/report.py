@@ -7,7 +7,7 @@ from ssl_zoo.analysis.report import report
 
 def run(args) -> int:
     from ssl_zoo.commands.folders import one_folder
-    from ssl_zoo.runs.runfiles import warn_skipped
+    from ssl_zoo.runs.verb_output import warn_skipped
 
     skipped: list[str] = []
     md, html = report(one_folder([args.sweep_dir], "report", "sweep directory")[0], args.out, skipped)

@@ -7,17 +7,15 @@ sweep again resumes it), unknown (SLURM's queue cannot be read from here), unfin
 sweep, without results.json and not running; the same command resumes it). Progress is epoch x/y from
 metrics.csv. A run that a process holds (its run.lock, ssl_zoo.runs.runlock) is running, and the note names the process.
 
-Everything is read as data and checked: the manifests and task states in jobs/ (ssl_zoo.launch.sweep_files),
-results.json, metrics.csv, config.yaml. Nothing is unpickled. A file that does not hold what it should is
-skipped and named (a note on its run, or a `skipped` line), never a crash.
+Everything is read as data and checked, each file by its one reader: the manifests and task states in jobs/ by
+ssl_zoo.launch.sweep_files; results.json, metrics.csv and config.yaml by ssl_zoo.runs. Nothing is unpickled. A
+file that does not hold what it should is skipped and named (a note on its run, or a `skipped` line), never a
+crash.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
 import os
 import socket
 import sys
@@ -25,83 +23,22 @@ from pathlib import Path
 
 from ssl_zoo.common.errors import UserError
 from ssl_zoo.launch import slurm_queue
+from ssl_zoo.runs.metrics_file import last_epoch_and_loss
+from ssl_zoo.runs.results_file import results_summary
 
 QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
-RESULT_STATES = ("finished", "diverged", "failed", "unfinished")  # what results.json's status may say
-MAX_BYTES = 50_000_000  # larger run files are not read (no run writes one this large)
 
 
-def _number(v: object) -> float | None:
-    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-    return float(v) if ok else None
-
-
-def _text(v: object) -> str:
-    return " ".join(str(v).split())[:300] if v is not None else ""
-
-
-class RunFiles:
-    """What status shows of one run directory, each file read defensively; `problems` names what was skipped."""
+class RunView:
+    """What status shows of one run directory, read by ssl_zoo.runs; `problems` names what was left out."""
 
     def __init__(self, run_dir: Path):
-        self.run_dir, self.problems = run_dir, []
-        self.results = self._results()
-        self.epoch, self.loss = self._progress()
-
-    def _results(self) -> dict:
-        path = self.run_dir / "results.json"
-        if not path.exists():
-            return {}
-        try:
-            with open(path, "rb") as f:
-                data = json.loads(f.read(MAX_BYTES).decode())
-        except (OSError, ValueError, RecursionError):
-            data = None
-        if not isinstance(data, dict):
-            self.problems.append("results.json unreadable (not a json object)")
-            return {}
-        out = {"status": data.get("status") if data.get("status") in RESULT_STATES else None,
-               "error": _text(data.get("error")), "epochs": data.get("epochs")}
-        if data.get("status") is not None and out["status"] is None:
-            self.problems.append(f"results.json status {_text(data.get('status'))[:40]!r} unknown")
-        for key in ("knn_top1", "linear_top1"):
-            out[key] = _number(data.get(key))
-            if data.get(key) is not None and out[key] is None:
-                self.problems.append(f"results.json {key} is not a number")
-        if not (isinstance(out["epochs"], int) and not isinstance(out["epochs"], bool)):
-            out["epochs"] = None
-        return out
-
-    def _progress(self) -> tuple[int, float | None]:
-        """(last epoch, its loss) from metrics.csv; (0, None) when there is none yet."""
-        path = self.run_dir / "metrics.csv"
-        try:
-            with open(path, "rb") as f:
-                text = f.read(MAX_BYTES).decode()
-            if "\0" in text:
-                raise ValueError("NUL bytes")
-            rows = list(csv.DictReader(io.StringIO(text)))
-        except FileNotFoundError:
-            return 0, None
-        except (OSError, ValueError, csv.Error):  # binary (not utf-8, NUL bytes), unreadable
-            self.problems.append("metrics.csv unreadable")
-            return 0, None
-        if not rows:
-            return 0, None
-        epoch, loss = _number(_float(rows[-1].get("epoch"))), _number(_float(rows[-1].get("loss")))
-        if epoch is None:
-            self.problems.append("metrics.csv has no readable epoch")
-        return (int(epoch) if epoch is not None and epoch >= 0 else len(rows)), loss
+        self.results, self.problems = results_summary(run_dir)
+        self.epoch, self.loss, unread = last_epoch_and_loss(run_dir)
+        self.problems += unread
 
     def note(self, text: str) -> str:
         return "; ".join([t for t in (text, *self.problems) if t])
-
-
-def _float(v: object) -> float | None:
-    try:
-        return float(v)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
 
 
 def _holder(run_dir: Path) -> str | None:
@@ -160,7 +97,7 @@ def task_states(sweep_dir: Path, skipped: list[str] | None = None) -> list[dict]
             rows.setdefault(entry["run_dir"], {"sweep": m["id"], "job_id": None, "run_dir": entry["run_dir"]})
         for t in m["tasks"]:
             run_dir = sweep_dir / t["run_dir"]
-            files = RunFiles(run_dir)
+            files = RunView(run_dir)
             results = files.results
             row = {"sweep": m["id"], "job_id": t["job_id"], "run_dir": t["run_dir"], "epoch": files.epoch,
                    "epochs": t["epochs"], "loss": files.loss, "note": ""}
@@ -191,7 +128,7 @@ def task_states(sweep_dir: Path, skipped: list[str] | None = None) -> list[dict]
             rows[t["run_dir"]] = row
     out = []
     for run_dir, row in rows.items():
-        files = RunFiles(sweep_dir / run_dir)
+        files = RunView(sweep_dir / run_dir)
         if "state" not in row:  # skipped at submission: ended before
             row.update(state=files.results.get("status") or "unknown", epoch=files.epoch,
                        epochs=files.results.get("epochs"), loss=files.loss,
@@ -203,14 +140,14 @@ def task_states(sweep_dir: Path, skipped: list[str] | None = None) -> list[dict]
 
 def single_runs(folder: Path, listed: set[str], skipped: list[str] | None = None) -> list[dict]:
     """Runs below the folder (or the folder itself) that no sweep manifest lists: `ssl-zoo train` runs."""
-    from ssl_zoo.analysis.results import find_run_dirs
+    from ssl_zoo.runs.discovery import find_run_dirs
 
     out = []
     for run_dir in find_run_dirs([folder]):
         rel = str(run_dir.relative_to(folder)) if run_dir != folder else "."
         if rel in listed:
             continue
-        files = RunFiles(run_dir)
+        files = RunView(run_dir)
         results = files.results
         holder = _holder(run_dir)
         state = results.get("status") or ("running" if holder else "unfinished")
@@ -225,8 +162,10 @@ def single_runs(folder: Path, listed: set[str], skipped: list[str] | None = None
 def _epochs(run_dir: Path) -> int | None:
     from omegaconf import OmegaConf
 
+    from ssl_zoo.runs.config_file import unchecked_config
+
     try:
-        return int(OmegaConf.select(OmegaConf.load(run_dir / "config.yaml"), "trainer.epochs"))
+        return int(OmegaConf.select(unchecked_config(run_dir), "trainer.epochs"))
     except Exception:  # an unreadable config: progress shows x/?
         return None
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 def print_results(run_dir: Path) -> None:
     from ssl_zoo.commands.eval import format_results
-    from ssl_zoo.runs.rundir import read_results
+    from ssl_zoo.runs.results_file import results_or_problem
 
-    print("\n" + format_results(run_dir, read_results(run_dir) or {}), flush=True)
+    print("\n" + format_results(run_dir, results_or_problem(run_dir)[0] or {}), flush=True)
 
 
 def run(args) -> int:
@@ -21,7 +21,7 @@ def run(args) -> int:
     from ssl_zoo.launch.preflight import check_cells, load_cells
     from ssl_zoo.launch.run import train
     from ssl_zoo.launch.study import expand_studies, write_report
-    from ssl_zoo.train.trainer import pick_device
+    from ssl_zoo.train.build import pick_device
 
     jobs = expand_sweep(args.overrides) if args.multirun else [args.overrides]
     jobs, study = expand_studies(jobs)  # experiment=collapse_study and the like: the grid of runs it lists

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ssl_zoo.common.errors import UserError
 from ssl_zoo.common.paths import conf_dir
+from ssl_zoo.common.shown import shown
 from ssl_zoo.config import schema
 from ssl_zoo.config.ablations import check_ablation
 
@@ -45,7 +46,7 @@ def _check_types(cfg, defaults, path: str = "") -> None:
     if isinstance(defaults, DictConfig):
         if not isinstance(cfg, DictConfig):
             some = ", ".join(f"{key}.{k}" for k in list(defaults)[:2])
-            raise UserError(f"{key}={schema._shown(cfg)} replaces a config node with a value; set its keys instead "
+            raise UserError(f"{key}={shown(cfg)} replaces a config node with a value; set its keys instead "
                             f"(e.g. {some}), or pick an option of a group with group=name")
         for k in defaults:
             if k in cfg and not OmegaConf.is_missing(defaults, k) and not OmegaConf.is_missing(cfg, k):
@@ -53,11 +54,11 @@ def _check_types(cfg, defaults, path: str = "") -> None:
         return
     if isinstance(defaults, ListConfig):
         if not isinstance(cfg, ListConfig):
-            raise UserError(f"{key}={schema._shown(cfg)} has the wrong type; set {key} to a list like "
-                            f"{schema._shown(defaults)}")
+            raise UserError(f"{key}={shown(cfg)} has the wrong type; set {key} to a list like "
+                            f"{shown(defaults)}")
         return
     if isinstance(cfg, DictConfig | ListConfig):
-        raise UserError(f"{key}={schema._shown(cfg)} has the wrong type; set {key} to "
+        raise UserError(f"{key}={shown(cfg)} has the wrong type; set {key} to "
                         f"{schema.describe(type(defaults), {})}")
     if schema.declared(key) is not None:  # typed by the schema (check() below), unions included: bool | "auto"
         return
@@ -66,7 +67,7 @@ def _check_types(cfg, defaults, path: str = "") -> None:
     if want is int and isinstance(cfg, bool):
         ok = False
     if not ok:
-        raise UserError(f"{key}={schema._shown(cfg)} has the wrong type; set {key} to {schema.describe(want, {})}")
+        raise UserError(f"{key}={shown(cfg)} has the wrong type; set {key} to {schema.describe(want, {})}")
 
 
 def _check_data(cfg: DictConfig) -> None:

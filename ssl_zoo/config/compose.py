@@ -18,7 +18,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ssl_zoo.common.errors import UserError
 from ssl_zoo.common.paths import conf_dir
-from ssl_zoo.config import schema
+from ssl_zoo.common.shown import shown
+from ssl_zoo.models.method_install import install_hint
 
 GROUPS = ("method", "data", "encoder", "views", "ablation", "launcher", "experiment")
 
@@ -197,7 +198,8 @@ def _check_groups(overrides: list[str]) -> None:
             if value in ("null", "") and key in ("views", "experiment"):  # null: the default (none / the method's)
                 continue
             if "," not in value and value not in choices(key):  # a,b lists are sweeps: expanded before this
-                raise UserError(f"unknown {key} '{value}'; choices: {', '.join(choices(key))}")
+                hint = install_hint(value) if key == "method" else ""  # a method written but not installed
+                raise UserError(f"unknown {key} '{value}'; choices: {', '.join(choices(key))}{hint}")
 
 
 def override_key(override: str) -> str:
@@ -213,7 +215,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
                 method = compose("config", overrides=[o for o in overrides if not override_key(o).startswith("views.")])
                 views = method.method.get("default_views")
                 if not isinstance(views, str) or views not in choices("views"):
-                    raise UserError(f"method.default_views={schema._shown(views)} is not a views option; choices: "
+                    raise UserError(f"method.default_views={shown(views)} is not a views option; choices: "
                                     f"{', '.join(choices('views'))}")
                 overrides = [*overrides, f"views={views}"]
             return compose("config", overrides=overrides)

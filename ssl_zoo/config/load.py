@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssl_zoo.common.errors import UserError
 from ssl_zoo.common.paths import absolute
-from ssl_zoo.config import schema
+from ssl_zoo.common.shown import shown
 from ssl_zoo.config.checks import check_config
 from ssl_zoo.config.compose import (
     GROUPS,
@@ -67,7 +67,7 @@ def check_run_config(cfg, path: Path) -> None:
                 if isinstance(name, str) and name in choices(group):
                     groups.append(f"{group}={name}")
                 elif group not in ("views", "launcher"):  # those two: the method's recipe / local by default
-                    raise UserError(f"{group}.name={schema._shown(name)} is not a {group} ssl-zoo ships; choices: "
+                    raise UserError(f"{group}.name={shown(name)} is not a {group} ssl-zoo ships; choices: "
                                     f"{', '.join(choices(group))}")
             shipped = shipped_defaults(tuple(groups))
             merged = OmegaConf.merge(OmegaConf.create(OmegaConf.to_container(shipped)), cfg)

@@ -21,6 +21,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ssl_zoo.common.errors import UserError
+from ssl_zoo.common.shown import shown
 
 
 def rule(**limits: Any) -> Any:
@@ -228,14 +229,6 @@ def _in_range(value: Any, limits: dict) -> bool:
     return all(checks.values())
 
 
-def _shown(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, DictConfig | ListConfig):
-        value = OmegaConf.to_container(value)
-    return repr(value) if isinstance(value, str) else str(value).replace("True", "true").replace("False", "false")
-
-
 @functools.cache
 def _hints(schema: type) -> dict[str, Any]:
     """A schema's field types (resolving the string annotations costs ~1 ms; every config check asks)."""
@@ -269,16 +262,16 @@ def check(node: DictConfig, schema: type, prefix: str = "") -> None:
         value = node[f.name]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, DictConfig):
-                raise UserError(f"{key} must be a config node, got {_shown(value)}")
+                raise UserError(f"{key} must be a config node, got {shown(value)}")
             check(value, tp, f"{key}.")
             continue
         spec = describe(tp, dict(f.metadata))
         if not _matches(value, tp):
             literal = get_origin(tp) is Literal or any(get_origin(t) is Literal for t in get_args(tp))
             problem = "is not a valid choice" if literal else "has the wrong type"
-            raise UserError(f"{key}={_shown(value)} {problem}; set {key} to {spec}")
+            raise UserError(f"{key}={shown(value)} {problem}; set {key} to {spec}")
         if not _in_range(value, dict(f.metadata)):
-            raise UserError(f"{key}={_shown(value)} is out of range; set {key} to {spec}")
+            raise UserError(f"{key}={shown(value)} is out of range; set {key} to {spec}")
 
 
 def check_heads(method: DictConfig) -> None:
@@ -306,4 +299,4 @@ def check_method_knobs(method: DictConfig) -> None:
         for pattern, limits in METHOD_KNOB_RULES:
             if re.search(pattern, str(key)) and not _in_range(value, limits):
                 spec = "a number" + _limits(limits)
-                raise UserError(f"method.{key}={_shown(value)} is out of range; set method.{key} to {spec}")
+                raise UserError(f"method.{key}={shown(value)} is out of range; set method.{key} to {spec}")

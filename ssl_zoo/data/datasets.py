@@ -1,5 +1,5 @@
-"""Datasets as whole uint8 tensors [N, C, H, W] plus labels: small enough to live in memory (or on the GPU),
-so views are made batched, without per-sample loaders."""
+"""Loading a dataset from its config: the small ones whole into memory (data.in_memory.ImageData), image folders
+and shards streamed (data.streaming.loader.StreamedData); both are data.source.DataSource."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import pickle
 import struct
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,22 +16,8 @@ import torch
 from omegaconf import DictConfig
 
 from ssl_zoo.common.errors import UserError
-
-
-@dataclass
-class ImageData:
-    train_x: torch.Tensor  # uint8 [N, C, H, W], labelled train split
-    train_y: torch.Tensor  # int64 [N]
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    num_classes: int
-    unlabeled_x: torch.Tensor | None = None  # extra images used only for pretraining (STL-10)
-
-    @property
-    def pretrain_x(self) -> torch.Tensor:
-        if self.unlabeled_x is None:
-            return self.train_x
-        return torch.cat([self.train_x, self.unlabeled_x])
+from ssl_zoo.data.in_memory import ImageData
+from ssl_zoo.data.source import DataSource
 
 
 def _nchw(array: np.ndarray) -> torch.Tensor:
@@ -156,7 +142,7 @@ def load_image_folder(root: Path, size: int, classes: list[str] | None = None) -
     return ImageData(xtr, ytr, xte, yte, len(names))
 
 
-def check_labels(data: ImageData, name: str, declared: int | None) -> None:
+def check_labels(data: DataSource, name: str, declared: int | None) -> None:
     """Labels a probe can score: both splits non-empty, every label in [0, num_classes) (and below the
     dataset's declared data.num_classes). A label outside would be scored as a wrong answer, or crash."""
     k = int(data.num_classes)
@@ -177,7 +163,7 @@ def check_labels(data: ImageData, name: str, declared: int | None) -> None:
 STREAMABLE = ("imagefolder", "imagenet", "imagenet100", "webdataset")  # streamed unless data.stream=false
 
 
-def load_data(cfg) -> ImageData:
+def load_data(cfg) -> DataSource:
     """cfg is the `data` config node. Image folders and shards come back streamed (ssl_zoo.data.streaming.loader's
     StreamedData, the same fields with lazily decoded images) unless data.stream=false."""
     name = str(cfg.name)

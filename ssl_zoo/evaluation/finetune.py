@@ -21,10 +21,11 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ssl_zoo.common.errors import UserError
-from ssl_zoo.data.datasets import ImageData
+from ssl_zoo.data.in_memory import ImageData
+from ssl_zoo.data.source import DataSource
 from ssl_zoo.data.views import plain_view, random_resized_crop_flip
 from ssl_zoo.evaluation.probes import topk_accuracy
-from ssl_zoo.runs.checkpoint import atomic_write_text
+from ssl_zoo.runs.label_subsets import write_label_subset
 
 
 def check_data(cfg: DictConfig) -> None:
@@ -112,14 +113,14 @@ def finetune(backbone: nn.Module, feat_dim: int, train_x: torch.Tensor, train_y:
             "steps": steps, "batch_size": bs, "lr": lr, "time_s": round(time.perf_counter() - start, 2)}
 
 
-def evaluate_finetune(backbone: nn.Module, feat_dim: int, data: ImageData, cfg: DictConfig, device,
+def evaluate_finetune(backbone: nn.Module, feat_dim: int, data: DataSource, cfg: DictConfig, device,
                       run_dir: Path | None) -> dict:
     """One fine-tuning per eval.finetune.label_fractions, keyed '100%', '10%', '1%'. Each subset's indices go
     to <run>/label_subsets/<pct>.txt; results.json records its seed, size and sha1."""
     from ssl_zoo.evaluation.frozen import eval_split
 
     train_x, train_y = eval_split(data, cfg)
-    if not isinstance(train_x, torch.Tensor):
+    if not data.in_memory:
         raise UserError("eval.protocol=finetune needs the dataset in memory (set data.stream=false)")
     ft, out = cfg.eval.finetune, {}
     seed = int(ft.subset_seed)
@@ -130,8 +131,6 @@ def evaluate_finetune(backbone: nn.Module, feat_dim: int, data: ImageData, cfg: 
         subset = {"fraction": fraction, "n_labels": len(idx), "per_class_min": int(counts.min()),
                   "per_class_max": int(counts.max()), "subset_seed": seed, "subset_sha1": subset_sha1(idx)}
         if run_dir is not None and fraction < 1:
-            path = run_dir / "label_subsets" / f"{name.rstrip('%')}pct.txt"
-            atomic_write_text(path, "\n".join(map(str, idx.tolist())) + "\n")
-            subset["indices_file"] = str(path.relative_to(run_dir))
+            subset["indices_file"] = write_label_subset(run_dir, name, idx.tolist())
         out[name] = {**subset, **finetune(backbone, feat_dim, train_x[idx], train_y[idx], data, cfg, device)}
     return out

@@ -10,7 +10,7 @@ import io
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -18,24 +18,30 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from ssl_zoo.data.datasets import ImageData
+from ssl_zoo.data.in_memory import tensor_batches
+from ssl_zoo.data.source import DataSource
 from ssl_zoo.data.streaming.bad_samples import list_eval_samples
 from ssl_zoo.data.views import plain_view
 from ssl_zoo.evaluation.feature_store import MappedRows, load_mapped, read_rows
 from ssl_zoo.evaluation.probes import KNN_KS, KNN_TS, auto_knn_k, knn_key, knn_sweep, linear_probe
 from ssl_zoo.models.encoders import has_convolutions
-from ssl_zoo.runs.checkpoint import atomic_write_bytes
+from ssl_zoo.runs.atomic import atomic_write_bytes
 
 CACHE_FORMAT = 1  # bump when the eval transform changes: old caches then never match
 
 
-@torch.no_grad()
 def extract_features(net: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, size: int, mean, std,
-                     batch_size: int = 512, device: torch.device | str = "cpu",
-                     out: MappedRows | None = None) -> torch.Tensor | np.ndarray:
-    """net(plain_view(images)) in batches, in eval mode (BN running statistics), as float32 on the CPU, or
-    written batch by batch to `out` (a memory-mapped .npy: streamed datasets) and returned memory-mapped.
-    Conv nets run on a channels-last copy (1.3-1.7x faster on CPU too; the weights are only read)."""
+                     batch_size: int = 512, device: torch.device | str = "cpu") -> torch.Tensor:
+    """net(plain_view(images)) of uint8 images in memory, in batches (see batch_features)."""
+    return batch_features(net, tensor_batches(images, batch_size), size, mean, std, device)
+
+
+@torch.no_grad()
+def batch_features(net: Callable[[torch.Tensor], torch.Tensor], batches: Iterable[torch.Tensor], size: int, mean,
+                   std, device: torch.device | str = "cpu", out: MappedRows | None = None) -> torch.Tensor | np.ndarray:
+    """net(plain_view(batch)) of each uint8 batch, in eval mode (BN running statistics), as float32 on the CPU,
+    or written batch by batch to `out` (a memory-mapped .npy: data not held in memory) and returned
+    memory-mapped. Conv nets run on a channels-last copy (1.3-1.7x faster on CPU too; the weights are only read)."""
     module = net if isinstance(net, nn.Module) else None
     channels_last = module is not None and has_convolutions(module)
     if channels_last:
@@ -44,11 +50,8 @@ def extract_features(net: Callable[[torch.Tensor], torch.Tensor], images: torch.
     if module is not None:
         module.eval()
     feats = []
-    # Streamed datasets (ssl_zoo.data.streaming.loader.LazyImages) decode their batches in DataLoader workers.
-    chunks = images.batches(batch_size) if hasattr(images, "batches") else (
-        images[i:i + batch_size] for i in range(0, len(images), batch_size))
     try:
-        for chunk in chunks:
+        for chunk in batches:
             x = plain_view(chunk.to(device), size, mean, std)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -64,11 +67,6 @@ def extract_features(net: Callable[[torch.Tensor], torch.Tensor], images: torch.
         if module is not None:
             module.train(was_training)
     return torch.cat(feats) if out is None else out.finish()
-
-
-def is_lazy(images) -> bool:
-    """Streamed images (ssl_zoo.data.streaming.loader.LazyImages): decoded batch by batch, features go to disk."""
-    return hasattr(images, "batches")
 
 
 def weights_key(module: nn.Module, *extra) -> str:
@@ -182,30 +180,30 @@ def knn_k(cfg: DictConfig, n_train: int, num_classes: int) -> int:
     return int(k) if k is not None else auto_knn_k(n_train, num_classes)
 
 
-def eval_split(data: ImageData, cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def eval_split(data: DataSource, cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor]:
     n = cfg.eval.get("max_train")
     return (data.train_x, data.train_y) if n is None else (data.train_x[:int(n)], data.train_y[:int(n)])
 
 
-def backbone_features(net: nn.Module, data: ImageData, cfg: DictConfig, device, cache: FeatureCache,
+def backbone_features(net: nn.Module, data: DataSource, cfg: DictConfig, device, cache: FeatureCache,
                       name: str) -> tuple[dict[str, torch.Tensor], bool]:
     train_x, _ = eval_split(data, cfg)
     size, mean, std, bs = int(cfg.data.image_size), list(cfg.data.mean), list(cfg.data.std), int(cfg.eval.batch_size)
 
     splits = (("train", train_x), ("test", data.test_x))
     key = weights_key(net, data_key(cfg, len(train_x), len(data.test_x)))
-    if is_lazy(train_x):  # streamed: each split straight to a memory-mapped .npy, never whole in memory
+    if not data.in_memory:  # each split straight to a memory-mapped .npy, never whole in memory
         def compute_mapped(folder: Path | None) -> dict[str, np.ndarray]:
-            return {split: extract_features(net, x, size, mean, std, bs, device,
-                                            MappedRows(len(x), folder / f"{split}.npy" if folder else None))
+            return {split: batch_features(net, data.image_batches(x, bs), size, mean, std, device,
+                                          MappedRows(len(x), folder / f"{split}.npy" if folder else None))
                     for split, x in splits}
 
         feats, cached = cache.get_mapped(name, key, ("train", "test"), compute_mapped)
-        list_eval_samples(cache.run_dir, [*data.train_x.take_bad(), *data.test_x.take_bad()])
+        list_eval_samples(cache.run_dir, data.take_bad())
         return feats, cached
 
     def compute():
-        return {split: extract_features(net, x, size, mean, std, bs, device) for split, x in splits}
+        return {split: batch_features(net, data.image_batches(x, bs), size, mean, std, device) for split, x in splits}
 
     return cache.get(name, key, compute)
 
@@ -242,7 +240,7 @@ def projector_features(method: nn.Module, h: torch.Tensor, x_check: torch.Tensor
         method.train(was_training)
 
 
-def _evaluate_backbone(net: nn.Module, data: ImageData, cfg: DictConfig, device, cache: FeatureCache,
+def _evaluate_backbone(net: nn.Module, data: DataSource, cfg: DictConfig, device, cache: FeatureCache,
                        name: str) -> tuple[dict, dict[str, torch.Tensor]]:
     start = time.perf_counter()
     feats, cached = backbone_features(net, data, cfg, device, cache, name)
@@ -258,7 +256,7 @@ def _evaluate_backbone(net: nn.Module, data: ImageData, cfg: DictConfig, device,
     return out, feats
 
 
-def with_sgd_linear(out: dict, net: nn.Module, data: ImageData, cfg: DictConfig, device,
+def with_sgd_linear(out: dict, net: nn.Module, data: DataSource, cfg: DictConfig, device,
                     run_dir: Path | None) -> None:
     """eval.protocol=sgd: linear_top1/top5 become the SGD linear evaluation's (ssl_zoo.evaluation.linear_sgd); the
     L-BFGS probe's numbers stay under linear_lbfgs."""
@@ -270,13 +268,13 @@ def with_sgd_linear(out: dict, net: nn.Module, data: ImageData, cfg: DictConfig,
     out.update(linear_top1=sgd["top1"], linear_top5=sgd["top5"], linear_protocol="sgd", linear_sgd=sgd)
 
 
-def evaluate_backbone(net: nn.Module, data: ImageData, cfg: DictConfig, device, cache: FeatureCache,
+def evaluate_backbone(net: nn.Module, data: DataSource, cfg: DictConfig, device, cache: FeatureCache,
                       name: str) -> dict:
     """kNN and linear probes on net's features (the random-init baseline, raw pixels)."""
     return _evaluate_backbone(net, data, cfg, device, cache, name)[0]
 
 
-def evaluate_method(method: nn.Module, data: ImageData, cfg: DictConfig, device, cache: FeatureCache) -> dict:
+def evaluate_method(method: nn.Module, data: DataSource, cfg: DictConfig, device, cache: FeatureCache) -> dict:
     """Probes on the online backbone at the top level, on the projector output under "projector"."""
     out, feats = _evaluate_backbone(method.backbone, data, cfg, device, cache, "backbone")
     if not cfg.eval.get("projector", True):
@@ -290,8 +288,8 @@ def evaluate_method(method: nn.Module, data: ImageData, cfg: DictConfig, device,
     except RuntimeError:  # a method whose embed() is not head(backbone(x)): one full pass instead
         was_training = method.training
         method.eval()
-        z = {split: extract_features(lambda x: method.embed(x)["projector"], x, size, mean, std, bs, device,
-                                     MappedRows(len(x)) if is_lazy(x) else None)
+        z = {split: batch_features(lambda x: method.embed(x)["projector"], data.image_batches(x, bs), size, mean,
+                                   std, device, None if data.in_memory else MappedRows(len(x)))
              for split, x in (("train", train_x), ("test", data.test_x))}
         method.train(was_training)
     if z["train"] is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -20,7 +19,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from ssl_zoo.data.views import plain_view, random_resized_crop_flip
+from ssl_zoo.data.source import DataSource, LabelledCrop
+from ssl_zoo.data.streaming.bad_samples import list_eval_samples
+from ssl_zoo.data.views import plain_view
 from ssl_zoo.evaluation.probes import correct_count
 
 SEED_OFFSET = 0x11EA  # the classifier's init and the views' draws: apart from pretraining's
@@ -30,44 +31,13 @@ def _device_type(device) -> str:
     return torch.device(device).type
 
 
-def _crop_batches(data, train_x, train_y, cfg: DictConfig, epoch: int, batch_size: int, device,
-                  bad: list) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(float [B, C, size, size] in [0, 1] views, labels) of one epoch, on the device."""
-    d, seed = cfg.data, int(cfg.seed) + SEED_OFFSET
-    size, scale, ratio = int(d.image_size), (float(d.crop_scale_min), 1.0), (3 / 4, 4 / 3)
-    gen = torch.Generator(device=device).manual_seed(seed * 1009 + epoch)
-    if hasattr(train_x, "batches"):  # streamed: crops cut by the workers from the full-resolution image
-        from ssl_zoo.data.streaming.loader import CropSpec
-
-        pin = _device_type(device) == "cuda"
-        loader = data.labelled_loader(train_x.rows, [CropSpec(1, size, scale, ratio)], seed, epoch, batch_size, pin)
-        for crops, labels, entries in loader:
-            bad.extend(entries)
-            x = crops[0].to(device, non_blocking=pin).float() / 255
-            flip = torch.rand(len(x), generator=gen, device=x.device) < float(d.flip_p)
-            yield torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x), labels.to(device, non_blocking=pin)
-        return
-    n = len(train_x)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1009 + epoch))
-    for i in range(0, n, batch_size):
-        idx = order[i:i + batch_size]
-        x = train_x[idx].to(device).float() / 255
-        yield random_resized_crop_flip(x, size, scale, ratio, float(d.flip_p), gen), train_y[idx].to(device)
-
-
-def _test_images(test_x, batch_size: int) -> Iterator[torch.Tensor]:
-    if hasattr(test_x, "batches"):
-        yield from test_x.batches(batch_size)
-    else:
-        yield from (test_x[i:i + batch_size] for i in range(0, len(test_x), batch_size))
-
-
-def linear_sgd(backbone: nn.Module, feat_dim: int, data, train_x, train_y, cfg: DictConfig, device,
+def linear_sgd(backbone: nn.Module, feat_dim: int, data: DataSource, train_x, train_y, cfg: DictConfig, device,
                run_dir: Path | None = None) -> dict:
-    """Trains the linear classifier on the frozen `backbone` (never modified) and scores it on data.test_x."""
-    from ssl_zoo.data.streaming.bad_samples import list_eval_samples
-
+    """Trains the linear classifier on the frozen `backbone` (never modified) on train_x (the first images of
+    data.train_x, labelled train_y) and scores it on data.test_x."""
     e, d = cfg.eval, cfg.data
+    crop = LabelledCrop(int(d.image_size), (float(d.crop_scale_min), 1.0), (3 / 4, 4 / 3), float(d.flip_p))
+    seed = int(cfg.seed) + SEED_OFFSET
     start = time.perf_counter()
     n, epochs = len(train_x), int(e.epochs)
     bs = min(int(e.sgd.batch_size), n)
@@ -82,11 +52,11 @@ def linear_sgd(backbone: nn.Module, feat_dim: int, data, train_x, train_y, cfg: 
     bf16 = _device_type(device) == "cuda"
     was_training = backbone.training
     backbone.eval()  # frozen: BatchNorm uses its running statistics, nothing is updated
-    bad: list = []
     loss = torch.zeros(())
     try:
         for epoch in range(epochs):
-            for x, y in _crop_batches(data, train_x, train_y, cfg, epoch, bs, device, bad):
+            gen = torch.Generator(device=device).manual_seed(seed * 1009 + epoch)  # the epoch's crops and flips
+            for x, y in data.labelled_views(train_x, train_y, crop, seed, epoch, bs, gen, device):
                 with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
                     f = backbone((x - m) / s).float()
                 loss = F.cross_entropy(clf(f), y)
@@ -98,7 +68,7 @@ def linear_sgd(backbone: nn.Module, feat_dim: int, data, train_x, train_y, cfg: 
         with torch.no_grad():
             test_y = data.test_y.to(device)
             seen = 0
-            for images in _test_images(data.test_x, int(e.batch_size)):
+            for images in data.image_batches(data.test_x, int(e.batch_size)):
                 x = plain_view(images.to(device), int(d.image_size), mean, std)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
                     f = backbone(x).float()
@@ -106,9 +76,7 @@ def linear_sgd(backbone: nn.Module, feat_dim: int, data, train_x, train_y, cfg: 
                 top1, top5, seen = top1 + correct_count(logits, y, 1), top5 + correct_count(logits, y, 5), seen + len(x)
     finally:
         backbone.train(was_training)
-    if hasattr(data.test_x, "take_bad"):
-        bad += data.test_x.take_bad()
-    list_eval_samples(run_dir, bad)
+    list_eval_samples(run_dir, data.take_bad())
     out = {"protocol": "sgd", "epochs": epochs, "steps": steps, "batch_size": bs, "lr": lr,
            "nesterov": bool(e.sgd.nesterov), "n_train": n, "time_s": round(time.perf_counter() - start, 2)}
     if not math.isfinite(float(loss.detach())):

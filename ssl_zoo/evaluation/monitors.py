@@ -11,10 +11,12 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ssl_zoo.runs.layout import SPECTRA
+from ssl_zoo.runs.spectrum_file import write_spectrum
 
 RANKME_EPS = 1e-7  # Garrido et al. 2023: p_k = s_k / sum(s) + eps
 
@@ -107,11 +109,8 @@ def save_spectra(run_dir: Path, method: nn.Module, x: torch.Tensor) -> None:
         emb = _embed(method, x)
     finally:
         method.train(was_training)
-    for prefix, name in (("", "spectrum.npy"), ("backbone_", "spectrum_backbone.npy")):
-        path = run_dir / name
-        tmp = path.with_name(f".{name}.tmp.npy")  # np.save appends .npy to names without it
-        np.save(tmp, covariance_spectrum(emb[prefix]).cpu().numpy())
-        tmp.replace(path)
+    for prefix in SPECTRA:
+        write_spectrum(run_dir, prefix, covariance_spectrum(emb[prefix]).cpu().numpy())
 
 
 def collapse_verdict(final: Mapping[str, float], num_outputs: int | None = None) -> tuple[bool, str]:

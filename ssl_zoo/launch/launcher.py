@@ -37,10 +37,11 @@ from ssl_zoo.common.errors import UserError
 from ssl_zoo.common.paths import absolute
 from ssl_zoo.config.load import load_config
 from ssl_zoo.launch import slurm_queue
-from ssl_zoo.launch.sweep_files import JOBS, read_manifests  # the manifests are read back as checked data
-from ssl_zoo.runs.checkpoint import write_json
+from ssl_zoo.launch.sweep_files import JOBS, manifest_path, read_manifests, write_manifest_file
+from ssl_zoo.runs.config_file import has_config, unchecked_config
 from ssl_zoo.runs.identity import config_hash, run_dir_for
-from ssl_zoo.runs.rundir import check_existing, read_results
+from ssl_zoo.runs.results_file import results_or_problem
+from ssl_zoo.runs.rundir import check_existing
 
 ENDED = ("finished", "diverged")  # results.json states a sweep never starts again
 
@@ -92,11 +93,11 @@ def load(overrides: list[str]) -> DictConfig:
 
 
 def _is_ended(run_dir: Path, cfg: DictConfig) -> str | None:
-    results = read_results(run_dir)
-    if not isinstance(results, dict) or results.get("status") not in ENDED or not (run_dir / "config.yaml").exists():
+    results = results_or_problem(run_dir)[0]
+    if not isinstance(results, dict) or results.get("status") not in ENDED or not has_config(run_dir):
         return None
     try:
-        same = config_hash(OmegaConf.load(run_dir / "config.yaml")) == config_hash(cfg)
+        same = config_hash(unchecked_config(run_dir)) == config_hash(cfg)
     except (OSError, yaml.YAMLError, OmegaConfBaseException, ValueError, AttributeError, TypeError):
         return None  # an unreadable or hand-broken config.yaml is not this run: check_existing says so in one line
     return str(results["status"]) if same else None
@@ -154,8 +155,8 @@ def write_manifest(sweep_dir: Path, ident: str, launcher: str, configs: list[Dic
     manifest = {"id": ident, "launcher": launcher, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "host": socket.gethostname(), "pid": os.getpid(), "command": " ".join(sys.argv),
                 "tasks": tasks, "skipped": [{"run_dir": rel(i), "status": s} for i, s in ended]}
-    path = path or sweep_dir / JOBS / f"sweep-{ident}.json"
-    write_json(path, manifest)
+    path = path or manifest_path(sweep_dir, ident)
+    write_manifest_file(path, manifest)
     return path
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from ssl_zoo.common.errors import UserError
 from ssl_zoo.config.overrides import naming_cell
 
 
@@ -32,7 +31,8 @@ def check_cells(configs: list[DictConfig], jobs: list[list[str]], processes: int
     from ssl_zoo.launch import launcher as launch
     from ssl_zoo.launch.run_eval import check_eval_fits
     from ssl_zoo.models.encoders import build_encoder
-    from ssl_zoo.train.trainer import pick_device, pretrain_size
+    from ssl_zoo.train.build import pick_device
+    from ssl_zoo.train.schedule import steps_per_epoch
 
     sizes: dict[str, tuple[int, int]] = {}  # data config -> (pretraining images, labelled train images)
     weights: set[str] = set()
@@ -44,13 +44,10 @@ def check_cells(configs: list[DictConfig], jobs: list[list[str]], processes: int
             data_key = OmegaConf.to_yaml(cfg.data)
             if data_key not in sizes:
                 data = load_data(cfg.data)
-                sizes[data_key] = pretrain_size(data), len(data.train_y)
+                sizes[data_key] = data.num_pretrain_images, len(data.train_y)
             pretrain_images, labelled = sizes[data_key]
             world = processes if processes is not None else launch.world_size(cfg.launcher)
-            batch = int(cfg.trainer.batch_size)
-            if batch * world > pretrain_images:
-                raise UserError(f"trainer.batch_size={batch} x {world} process(es) is larger than the "
-                                f"{pretrain_images} training images; lower it")
+            steps_per_epoch(pretrain_images, int(cfg.trainer.batch_size), world)  # refuses a batch larger than the data
             if cfg.eval.enabled:
                 check_eval_fits(cfg, labelled)
             encoder_key = OmegaConf.to_yaml(cfg.encoder) + f"{cfg.data.channels} {cfg.data.image_size}"

@@ -14,11 +14,15 @@ from ssl_zoo.common.stopping import Preempted
 from ssl_zoo.data.datasets import load_data
 from ssl_zoo.evaluation import monitors
 from ssl_zoo.launch.run_eval import check_eval_fits, evaluate_trained
-from ssl_zoo.runs.checkpoint import write_json
+from ssl_zoo.runs.checkpoint import checkpoint_stamp
+from ssl_zoo.runs.config_file import write_config
 from ssl_zoo.runs.identity import results_header, run_dir_for
-from ssl_zoo.runs.rundir import check_existing, checkpoint_stamp, write_config, write_metrics
+from ssl_zoo.runs.metrics_file import write_metrics
+from ssl_zoo.runs.results_file import write_results
+from ssl_zoo.runs.rundir import check_existing
 from ssl_zoo.runs.runlock import RunInUse, RunLock, acquire
-from ssl_zoo.train.trainer import Diverged, Trainer, pick_device
+from ssl_zoo.train.build import build_trainer, pick_device
+from ssl_zoo.train.trainer import Diverged, Trainer
 
 CLAIMED, REFUSED, IN_USE, RELOAD = 0, 1, 2, 3  # rank 0's verdict on the run directory, sent to every rank
 
@@ -41,7 +45,7 @@ def train(cfg: DictConfig) -> Path:
     data = load_data(cfg.data)  # before anything is written: a missing dataset leaves no directory behind
     if cfg.eval.enabled:
         check_eval_fits(cfg, len(data.train_y))  # probe settings the data cannot honour: refused before training, not after
-    trainer = Trainer(cfg, data, run_dir)
+    trainer = build_trainer(cfg, data, run_dir)
     _stop_if_requested(trainer)
     stamp = checkpoint_stamp(run_dir)
     restored = trainer.restore(rewrite_metrics=False)  # reads only: a bad checkpoint is refused before any write
@@ -78,17 +82,17 @@ def _train_and_finish(trainer: Trainer) -> Path:
             results = finish(trainer)
     except Diverged as err:
         if main:
-            write_json(run_dir / "results.json", {**results_header(cfg), "status": "diverged", "error": str(err),
-                                                  "collapsed": False})
+            write_results(run_dir, {**results_header(cfg), "status": "diverged", "error": str(err),
+                                    "collapsed": False})
         raise
     except (Preempted, UserError):
         raise
     except Exception as err:  # a crash (out of memory, a bug): marked so compare/status show it; resume retries
         if main:
-            write_json(run_dir / "results.json", {**results_header(cfg), "status": "failed",
-                                                  "error": f"{type(err).__name__}: {err}"[:500]})
+            write_results(run_dir, {**results_header(cfg), "status": "failed",
+                                    "error": f"{type(err).__name__}: {err}"[:500]})
         raise
-    write_json(run_dir / "results.json", results)  # a stop signal from here on ends nothing: the run is done
+    write_results(run_dir, results)  # a stop signal from here on ends nothing: the run is done
     return run_dir
 
 
@@ -148,6 +152,6 @@ def finish(trainer: Trainer) -> dict:
     results.update({"wall_s": round(trainer.elapsed, 2), "eval_s": round(time.perf_counter() - start, 2),
                     "images_per_s": round(trainer.step * trainer.global_batch / max(trainer.elapsed, 1e-9), 1),
                     "processes": trainer.world,
-                    "monitor_images": len(trainer.monitor_x),  # num_images, or fewer when the test set is smaller
+                    "monitor_images": len(trainer.monitor),  # num_images, or fewer when the test set is smaller
                     **monitors.final_collapse(cfg, last)})  # `collapsed` by monitors.COLLAPSE_RULE
     return results

@@ -18,23 +18,27 @@ from torch import nn
 from ssl_zoo.common.errors import UserError
 from ssl_zoo.config import schema
 from ssl_zoo.config.load import check_run_config
-from ssl_zoo.data.datasets import ImageData, load_data
+from ssl_zoo.data.datasets import load_data
+from ssl_zoo.data.source import DataSource
 from ssl_zoo.evaluation import monitors
 from ssl_zoo.evaluation.finetune import check_data as check_finetune_data
 from ssl_zoo.evaluation.finetune import evaluate_finetune
 from ssl_zoo.evaluation.frozen import FeatureCache, evaluate_backbone, evaluate_method
-from ssl_zoo.runs import runfiles
-from ssl_zoo.runs.checkpoint import load_checkpoint, write_json
+from ssl_zoo.runs.checkpoint import load_checkpoint
+from ssl_zoo.runs.config_file import config_or_problem
 from ssl_zoo.runs.identity import results_header
+from ssl_zoo.runs.layout import CONFIG
+from ssl_zoo.runs.results_file import results_or_problem, write_results
 from ssl_zoo.runs.runlock import acquire
-from ssl_zoo.train.trainer import build_method, pick_device, pretrain_size, run_length
+from ssl_zoo.train.build import build_method, pick_device
+from ssl_zoo.train.schedule import run_length
 
 # What the online probe number is (printed next to it): users of other frameworks mix online and offline numbers.
 ONLINE_PROBE_NOTE = ("online probe: linear classifier trained during pretraining on detached features of augmented "
                      "train batches (each batch scored before its update); not the offline linear probe")
 
 
-def evaluate_trained(method: nn.Module, data: ImageData, cfg: DictConfig, device, run_dir: Path | None,
+def evaluate_trained(method: nn.Module, data: DataSource, cfg: DictConfig, device, run_dir: Path | None,
                      rows: list[dict]) -> dict:
     """Offline probes of the trained method, the random-init and raw-pixel baselines the config asks for, and
     the last epoch's online probe accuracy (copied from metrics, labelled as online)."""
@@ -63,12 +67,12 @@ def load_run_config(run_dir: Path) -> DictConfig:
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist" if not run_dir.exists()
                         else f"{run_dir} is a file, not a run directory")
-    cfg, problem = runfiles.read_config(run_dir)
+    cfg, problem = config_or_problem(run_dir)
     if cfg is None:
         raise UserError(f"{run_dir} is not an ssl-zoo run directory (no config.yaml)" if problem is None
                         else f"{problem}; it is not a usable ssl-zoo run config")
     cfg = _with_defaults(cfg)
-    check_run_config(cfg, run_dir / runfiles.CONFIG)  # load_config's checks: schema ranges, the parts, sizes
+    check_run_config(cfg, run_dir / CONFIG)  # load_config's checks: schema ranges, the parts, sizes
     return cfg
 
 
@@ -173,7 +177,7 @@ def _evaluate_run_dir(run_dir: Path, overrides: list[str]) -> dict:
     if not os.access(run_dir, os.W_OK | os.X_OK):  # before minutes of probes whose results could not be kept
         raise UserError(f"cannot write to {run_dir} (read-only or permission denied): evaluating it would lose "
                         "the results")
-    previous, problem = runfiles.read_results(run_dir)
+    previous, problem = results_or_problem(run_dir)
     if problem:
         raise UserError(f"{problem}; move it away to evaluate the run again (it is never overwritten)")
     previous = previous or {}
@@ -190,7 +194,7 @@ def _evaluate_run_dir(run_dir: Path, overrides: list[str]) -> dict:
         raise UserError(f"the checkpoint in {run_dir} does not fit its config.yaml ({type(err).__name__})") from err
     method.to(device)
     rows, step = list(state.get("rows", [])), int(state["step"])
-    total = run_length(cfg, pretrain_size(data) // int(cfg.trainer.batch_size))
+    total = run_length(cfg, data.num_pretrain_images // int(cfg.trainer.batch_size))
     status = previous.get("status")
     if status in (None, "unfinished", "failed"):  # a crash after the last step (in evaluation) ends here
         status = "finished" if step >= total else "unfinished"
@@ -209,5 +213,5 @@ def _evaluate_run_dir(run_dir: Path, overrides: list[str]) -> dict:
         del results[key]
     results.update({"evaluated_step": step, "total_steps": total, "epochs_done": int(rows[-1]["epoch"]) if rows else 0,
                     "eval_s": round(time.perf_counter() - start, 2)})
-    write_json(run_dir / "results.json", results)
+    write_results(run_dir, results)
     return results

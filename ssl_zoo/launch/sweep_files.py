@@ -1,6 +1,6 @@
-"""The bookkeeping files of a sweep folder (<sweep dir>/jobs/), read as checked data.
+"""The bookkeeping files of a sweep folder (<sweep dir>/jobs/), written here and read back here as checked data.
 
-- sweep-<id>.json: one manifest per submission (task -> run directory), written by ssl_zoo.launch.launcher;
+- sweep-<id>.json: one manifest per submission (task -> run directory), made by ssl_zoo.launch.launcher;
 - <job id>_state.json: what a SLURM array task reports about itself (running, finished, stopped, requeued,
   failed + its error), written by the task (rank 0) when it starts and when it ends.
 `ssl-zoo status` reads only these (never submitit's result pickles: unpickling a file in the sweep folder would
@@ -18,21 +18,23 @@ import time
 from pathlib import Path, PurePosixPath
 
 from ssl_zoo.common.errors import UserError
+from ssl_zoo.runs.atomic import write_json
 
 JOBS = "jobs"  # <sweep dir>/jobs: submitit's folder, the manifests and the task states
+MANIFEST = "sweep-{}.json"  # one per submission, named by its id
 STATES = ("running", "finished", "stopped", "requeued", "failed")
 JOB_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")  # 123, or 123_4 for an array task
-MAX_BYTES = 20_000_000  # far above any manifest (a 10k-run grid is ~3 MB); a larger file is not read
+JOBS_MAX_BYTES = 20_000_000  # far above any manifest (a 10k-run grid is ~3 MB); a larger file is not read
 
 
 def _read_json(path: Path) -> tuple[object, str | None]:
     try:
         with open(path, "rb") as f:
-            raw = f.read(MAX_BYTES + 1)
+            raw = f.read(JOBS_MAX_BYTES + 1)
     except OSError as err:
         return None, f"unreadable ({err.strerror or type(err).__name__})"
-    if len(raw) > MAX_BYTES:
-        return None, f"larger than {MAX_BYTES // 1_000_000} MB"
+    if len(raw) > JOBS_MAX_BYTES:
+        return None, f"larger than {JOBS_MAX_BYTES // 1_000_000} MB"
     try:
         return json.loads(raw.decode()), None
     except (ValueError, RecursionError):  # not utf-8, not json, nested too deep
@@ -81,11 +83,19 @@ def _manifest(data: object, path: Path) -> tuple[dict | None, str | None]:
     return manifest, (f"{bad} of its {len(tasks)} task entries are malformed" if bad else None)
 
 
+def manifest_path(sweep_dir: Path, ident: str) -> Path:
+    return sweep_dir / JOBS / MANIFEST.format(ident)
+
+
+def write_manifest_file(path: Path, manifest: dict) -> None:
+    write_json(path, manifest)
+
+
 def read_manifests(sweep_dir: Path, skipped: list[str] | None = None) -> list[dict]:
     """Every submission into this sweep folder, oldest first, checked (see _manifest). Files that are not
     manifests, and malformed task entries, are left out; `skipped` gets one line per such file."""
     out = []
-    for path in sorted((sweep_dir / JOBS).glob("sweep-*.json")):
+    for path in sorted((sweep_dir / JOBS).glob(MANIFEST.format("*"))):
         data, problem = _read_json(path)
         manifest, problem = (None, problem) if problem else _manifest(data, path)
         if problem is not None and skipped is not None:
@@ -102,8 +112,6 @@ def state_path(jobs_dir: Path, job_id: str) -> Path:
 def write_state(state: str, error: str = "") -> None:
     """Called inside a submitit task: records this task's state next to submitit's own files (rank 0 only)."""
     import submitit
-
-    from ssl_zoo.runs.checkpoint import write_json
 
     env = submitit.JobEnvironment()
     if env.global_rank != 0 or not JOB_ID.match(str(env.job_id)):

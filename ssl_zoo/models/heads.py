@@ -28,3 +28,11 @@ def mlp(in_dim: int, cfg) -> nn.Sequential:
         if not last:
             modules.append(ACTIVATIONS[act]())
     return nn.Sequential(*modules)
+
+
+def predictor_head(in_dim: int, cfg) -> nn.Module:
+    """The predictor on top of the projector: the MLP of cfg, or the identity when cfg.enabled is false (the
+    no_predictor ablation); its parameters get no gradient when cfg.trainable is false."""
+    head = mlp(in_dim, cfg) if cfg.enabled else nn.Identity()
+    head.requires_grad_(bool(cfg.trainable))
+    return head

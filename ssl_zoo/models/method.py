@@ -1,18 +1,21 @@
 """The method contract: a strategy class the trainer calls. It owns its heads and target side, nothing else.
 
-A method module in ssl_zoo/methods/<name>.py defines `METHOD = <class>`; conf/method/<name>.yaml holds its
-defaults. Adding a method needs no change to the core.
+A method is the repository's methods/<name>.py (installed as ssl_zoo.methods.<name>), which defines
+`METHOD = <class>`, and conf/method/<name>.yaml with its defaults. Adding a method needs no change to the core;
+the package sees a new one once installed editable (`pip install -e .`): README.md, "Adding a method".
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ssl_zoo.common.errors import UserError
+from ssl_zoo.models.targets import MomentumPairs, make_momentum_targets, momentum_at, update_momentum_targets
 
 
 @dataclass
@@ -24,6 +27,10 @@ class StepOutput:
 
 class Method(nn.Module):
     """Base strategy. Subclasses build heads in __init__ and implement training_step (and after_step)."""
+
+    # Target attribute -> the online modules it is an EMA copy of, e.g. {"target": ("backbone", "projector")}.
+    # A method declaring pairs calls make_momentum_targets() in __init__; after_step then updates them.
+    momentum_pairs: ClassVar[MomentumPairs] = {}
 
     def __init__(self, backbone: nn.Module, feat_dim: int, cfg, epochs: int = 1):
         super().__init__()
@@ -45,7 +52,18 @@ class Method(nn.Module):
 
     @torch.no_grad()
     def after_step(self, progress: float) -> None:
-        """The target rule (EMA update, queue enqueue, centre update). Default: nothing."""
+        """The target rule (EMA update, queue enqueue, centre update). Default: the momentum pairs' EMA step with
+        the scheduled tau (none declared: nothing); a method with more to do calls super().after_step first."""
+        if self.momentum_pairs:
+            update_momentum_targets(self, self.momentum_pairs, self.tau(progress))
+
+    def make_momentum_targets(self) -> None:
+        """The frozen copies of momentum_pairs, built once the online modules they copy exist."""
+        make_momentum_targets(self, self.momentum_pairs)
+
+    def tau(self, progress: float) -> float:
+        """The momentum of the targets at this point of training (method.tau_base, method.tau_schedule)."""
+        return momentum_at(float(self.cfg.tau_base), progress, str(self.cfg.tau_schedule))
 
     def param_groups(self) -> list[dict]:
         """Groups the optimizer trains; keys: params, lr_mult (default 1), fixed_lr (skip the LR schedule).
@@ -75,5 +93,7 @@ def method_class(name: str) -> type[Method]:
     try:
         module = importlib.import_module(f"ssl_zoo.methods.{name}")
     except ModuleNotFoundError as err:
-        raise UserError(f"unknown method '{name}'") from err
+        from ssl_zoo.models.method_install import install_hint  # only on this error path
+
+        raise UserError(f"unknown method '{name}'{install_hint(name)}") from err
     return module.METHOD

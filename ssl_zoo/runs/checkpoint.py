@@ -1,8 +1,7 @@
-"""Checkpoints and run files written whole or not at all, and read back only when whole.
+"""Checkpoints (<run>/checkpoints/last.pt, prev.pt) written whole or not at all, and read back only when whole.
 
-A file is written under a temp name, fsync'd, renamed over the old one, and the folder fsync'd, so a kill
-or crash at any moment leaves either the old file or the new one. Checkpoints keep one generation more:
-the new checkpoint is whole on disk before the old last.pt becomes prev.pt (a hard link, so last.pt never goes
+A checkpoint is written like every run file (ssl_zoo.runs.atomic) and keeps one generation more: the new
+checkpoint is whole on disk before the old last.pt becomes prev.pt (a hard link, so last.pt never goes
 missing), and a checkpoint is loaded only after its zip CRCs check out and `torch.load(weights_only=True)`
 (no pickled code runs) accepts it; a bad last.pt falls back to prev.pt with one warning line.
 """
@@ -10,17 +9,16 @@ missing), and a checkpoint is loaded only after its zip CRCs check out and `torc
 from __future__ import annotations
 
 import io
-import json
 import os
 import sys
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 
 from ssl_zoo.common.errors import UserError
+from ssl_zoo.runs import atomic
+from ssl_zoo.runs.layout import CHECKPOINTS, LAST, PREVIOUS
 
 # What makes a torch file an ssl-zoo checkpoint (evaluation and export read these), with each value's type.
 REQUIRED_KEYS: dict[str, type | tuple[type, ...]] = {"method": dict, "optimizer": dict, "step": int}
@@ -29,76 +27,15 @@ RESUME_KEYS: dict[str, type | tuple[type, ...]] = {"probe": dict, "probe_opt": d
                                                    "elapsed": (int, float), "sums": dict}
 
 
-def fsync_dir(folder: Path) -> None:
-    """Makes renames inside `folder` durable; a no-op where the OS cannot open folders."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _discard(tmp: Path) -> None:
-    """Removes a temp file after a failed write. Never raises: on a read-only file system or under a path that
-    is a file the unlink fails too, and that second error must not hide the first."""
-    try:
-        tmp.unlink(missing_ok=True)
-    except OSError:
-        pass
-
-
-def _cannot_write(path: Path, err: OSError) -> UserError:
-    return UserError(f"cannot write {path}: {err.strerror or err} (the previous file is kept); free space or "
-                     "fix permissions, then run the same command again")
-
-
-def _write_temp(path: Path, write: Callable[[BinaryIO], None]) -> Path:
-    """The content under a temp name next to `path`, fsync'd; a failed write (disk full) leaves nothing."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as err:
-        _discard(tmp)
-        raise _cannot_write(path, err) from err
-    return tmp
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = _write_temp(path, lambda f: f.write(data))
-    try:
-        os.replace(tmp, path)  # fails when path is a folder
-    except OSError as err:
-        _discard(tmp)
-        raise _cannot_write(path, err) from err
-    fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
 def save_checkpoint(run_dir: Path, state: dict, keep_previous: bool = True) -> None:
     """checkpoints/last.pt; the one it replaces becomes prev.pt once the new one is whole on disk.
 
     keep_previous=False replaces last.pt without touching prev.pt: used after resuming from prev.pt because
     last.pt was unreadable (rotating that bad file into prev.pt would throw the good one away).
     """
-    folder = run_dir / "checkpoints"
-    last, prev = folder / "last.pt", folder / "prev.pt"
-    tmp = _write_temp(last, lambda f: torch.save(state, f))
+    folder = run_dir / CHECKPOINTS
+    last, prev = folder / LAST, folder / PREVIOUS
+    tmp = atomic.write_temp(last, lambda f: torch.save(state, f))
     if keep_previous and last.exists():
         link = folder / ".prev.pt.tmp"
         link.unlink(missing_ok=True)  # left by a kill between the two steps below
@@ -108,7 +45,7 @@ def save_checkpoint(run_dir: Path, state: dict, keep_previous: bool = True) -> N
         except OSError:  # a file system without hard links: a short window with only prev.pt (load handles it)
             os.replace(last, prev)
     os.replace(tmp, last)
-    fsync_dir(folder)
+    atomic.fsync_dir(folder)
 
 
 def _reason(err: Exception) -> str:
@@ -145,9 +82,9 @@ def find_checkpoint(run_dir: Path, keys: dict[str, type | tuple[type, ...]] | No
     """The newest whole checkpoint and its path, None when there is none; UserError when all are bad. `keys`:
     entries the caller needs beyond REQUIRED_KEYS (RESUME_KEYS to resume training); a file without them is
     passed over like a corrupt one."""
-    folder = run_dir / "checkpoints"
+    folder = run_dir / CHECKPOINTS
     problems: dict[str, str] = {}
-    for name in ("last.pt", "prev.pt"):
+    for name in (LAST, PREVIOUS):
         path = folder / name
         if not path.exists():
             continue
@@ -157,7 +94,7 @@ def find_checkpoint(run_dir: Path, keys: dict[str, type | tuple[type, ...]] | No
             problems[name] = _reason(err)
             continue
         if problems:
-            print(f"ssl-zoo: warning: {folder / 'last.pt'} is unreadable ({problems['last.pt']}); resuming from "
+            print(f"ssl-zoo: warning: {folder / LAST} is unreadable ({problems[LAST]}); resuming from "
                   f"prev.pt (step {state['step']})", file=sys.stderr, flush=True)
         return state, path
     if problems:
@@ -171,3 +108,16 @@ def load_checkpoint(run_dir: Path) -> dict | None:
     """The newest whole checkpoint of a run directory, or None when there is none."""
     found = find_checkpoint(run_dir)
     return None if found is None else found[0]
+
+
+def checkpoint_stamp(run_dir: Path) -> tuple:
+    """Identity of the checkpoint files (inode, size, mtime): a start compares it before and after it takes the
+    run's lock to know whether another process wrote one in between."""
+    stamp = []
+    for name in (LAST, PREVIOUS):
+        try:
+            st = (run_dir / CHECKPOINTS / name).stat()
+        except OSError:
+            continue
+        stamp.append((name, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(stamp)

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from ssl_zoo.common.errors import UserError
+from ssl_zoo.runs.layout import LOCK
 
-LOCK_NAME = "run.lock"
 NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # file systems without flock
 _HELD: set[int] = set()  # descriptors of the locks this process holds
 
@@ -73,7 +73,7 @@ class RunLock:
         if self.fd is None:
             return
         try:  # every change below is made while still locked: a process that opened the old file retries
-            if remove_if_unused and self.made and [p.name for p in self.made[0].iterdir()] == [LOCK_NAME]:
+            if remove_if_unused and self.made and [p.name for p in self.made[0].iterdir()] == [LOCK]:
                 self.path.unlink()
                 for folder in self.made:
                     folder.rmdir()
@@ -101,7 +101,7 @@ def acquire(run_dir: Path, command: str, create: bool = True, leave_as_found: bo
     while create and not probe.exists() and probe.parent != probe:
         made.append(probe)
         probe = probe.parent
-    path = run_dir / LOCK_NAME
+    path = run_dir / LOCK
     if not run_dir.is_dir():
         if not create:
             return RunLock(path)
@@ -154,7 +154,7 @@ def acquire(run_dir: Path, command: str, create: bool = True, leave_as_found: bo
 def holder(run_dir: Path) -> dict | None:
     """Who holds the run directory now ({pid, host, command, started}; {} when it has not named itself), None
     when no process does. Writes nothing (status may run on a read-only copy)."""
-    path = run_dir / LOCK_NAME
+    path = run_dir / LOCK
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -1,4 +1,5 @@
-"""The training loop: views -> method step -> optimizer -> target rule, with schedules, checkpoints, monitors.
+"""The training loop: views -> method step -> optimizer -> target rule, with the LR schedule, checkpoints and
+per-epoch metrics. It receives built parts; ssl_zoo.train.build makes them from a run's config.
 
 Every random draw is derived from (seed, epoch) for the data order and (seed, step) for the views, so a run
 resumed from any checkpoint replays exactly what an uninterrupted run would have done.
@@ -10,6 +11,7 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -20,158 +22,71 @@ from tqdm import tqdm
 from ssl_zoo.common import distributed, stopping
 from ssl_zoo.common.errors import UserError
 from ssl_zoo.common.stopping import STOP_SIGNALS, Preempted
-from ssl_zoo.data.datasets import ImageData
-from ssl_zoo.data.views import build_view_maker, plain_view
-from ssl_zoo.evaluation import monitors
-from ssl_zoo.models.encoders import build_encoder, has_convolutions
-from ssl_zoo.models.method import Method, method_class
+from ssl_zoo.data.source import DataSource
+from ssl_zoo.data.views import ViewMaker
+from ssl_zoo.models.method import Method
 from ssl_zoo.runs.checkpoint import RESUME_KEYS, find_checkpoint, save_checkpoint
-from ssl_zoo.runs.rundir import write_config, write_metrics
+from ssl_zoo.runs.config_file import has_config, write_config
+from ssl_zoo.runs.metrics_file import write_metrics
 from ssl_zoo.train import ddp
-from ssl_zoo.train.optim import build_optimizer, lr_at, peak_lr, set_lr
+from ssl_zoo.train.epoch_monitor import EpochMonitor
+from ssl_zoo.train.online_probe import OnlineProbe
+from ssl_zoo.train.optim import set_lr
 from ssl_zoo.train.prefetch import ViewPrefetcher
-from ssl_zoo.train.tensorboard import open_tracker
+from ssl_zoo.train.settings import TrainSettings
 
 PREEMPTED_EXIT_CODE = 3  # a run stopped by SIGTERM/SIGUSR2 after checkpointing; starting it again resumes
 BAD_DATA_CODE = len(STOP_SIGNALS) + 1  # a rank passed data.max_bad_fraction: every rank stops with it (one vote)
+
+Views = list[torch.Tensor]
 
 
 class Diverged(Exception):
     """The loss became NaN or infinite."""
 
 
-def pick_device(cfg: DictConfig) -> torch.device:
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda but no CUDA device is visible; use device=auto or device=cpu")
-    if cfg.device == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    if distributed.is_distributed():  # one GPU per process on its node
-        return torch.device("cuda", distributed.local_rank() % torch.cuda.device_count())
-    return torch.device("cuda")
-
-
-def build_method(cfg: DictConfig, seed_offset: int = 0, epochs: float | None = None) -> Method:
-    """The method with its encoder, initialised from the seed (the same seed gives the same initial weights).
-    `epochs`: the run's length in epochs for the method's epoch-based schedules (trainer.epochs by default)."""
-    torch.manual_seed(int(cfg.seed) + seed_offset)
-    backbone, feat_dim = build_encoder(cfg.encoder, int(cfg.data.channels), int(cfg.data.image_size))
-    return method_class(str(cfg.method.name))(backbone, feat_dim, cfg.method,
-                                              int(cfg.trainer.epochs) if epochs is None else epochs)
-
-
-def pretrain_size(data) -> int:
-    """Images pretraining draws from: in memory (data.ImageData) or streamed (ssl_zoo.data.streaming)."""
-    return len(data.pretrain_rows) if is_streamed(data) else len(data.pretrain_x)
-
-
-def is_streamed(data) -> bool:
-    return hasattr(data, "pretrain_rows")
-
-
-def run_length(cfg: DictConfig, steps_per_epoch: int) -> int:
-    """Optimizer steps of the run: trainer.steps when set (the last epoch may then be partial), else
-    trainer.epochs whole epochs. Every schedule (LR, tau, warm-ups) follows this count."""
-    steps = cfg.trainer.get("steps")
-    return int(steps) if steps is not None else int(cfg.trainer.epochs) * steps_per_epoch
-
-
 def step_generator(device: torch.device, seed: int, step: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + step)
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-
-
 class Trainer:
-    def __init__(self, cfg: DictConfig, data: ImageData, run_dir: Path):
-        """`data` is an ImageData (uint8 tensors, views made from whole images) or a streamed dataset
-        (ssl_zoo.data.streaming: DataLoader workers read and crop, the rest of each view is made here)."""
-        self.cfg, self.data, self.run_dir = cfg, data, run_dir
-        self.device = pick_device(cfg)
-        self.seed = int(cfg.seed)
-        if cfg.deterministic:
-            torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.benchmark = False
-        elif self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-        self.mean, self.std = list(cfg.data.mean), list(cfg.data.std)
-        self.views = build_view_maker(cfg.views, self.mean, self.std)
-        # DDP: trainer.batch_size images per process; the epoch order, the views, the LR and the checkpoints
+    def __init__(self, *, method: Method, data: DataSource, views: ViewMaker, optimizer: torch.optim.Optimizer,
+                 probe: OnlineProbe, monitor: EpochMonitor, settings: TrainSettings, device: torch.device,
+                 run_dir: Path, cfg: DictConfig, compiled_views: Callable | None = None,
+                 open_tracker: Callable | None = None):
+        """`method` on `device`; `data` either kind of dataset (ssl_zoo.data.source); `views` the augmentations
+        (`compiled_views` the same, compiled); `open_tracker` opens TensorBoard or wandb on first use (None: only
+        metrics.csv). `cfg` is only recorded, never read here: written as config.yaml when fit() starts a
+        directory without one, and read by what runs after training (the evaluation, results.json)."""
+        self.method, self.data, self.views, self.optimizer = method, data, views, optimizer
+        self.make_views = compiled_views or views
+        self.probe, self.monitor, self.settings = probe, monitor, settings
+        self.device, self.run_dir, self.cfg, self.open_tracker = device, run_dir, cfg, open_tracker
+        # DDP: settings.batch_size images per process; the epoch order, the views, the LR and the checkpoints
         # follow the global batch of world x batch_size images (ssl_zoo.train.ddp), so a run matches one process
         # with that batch. Only rank 0 writes run files.
         self.world, self.rank = distributed.world_size(), distributed.rank()
-        t = cfg.trainer
-        self.batch_size = int(t.batch_size)  # per process
+        self.seed, self.batch_size = settings.seed, settings.batch_size
         self.global_batch = self.batch_size * self.world
-        self.streamed = is_streamed(data)
-        self.num_images = pretrain_size(data)
-        self.steps_per_epoch = self.num_images // self.global_batch
-        if self.steps_per_epoch == 0:
-            raise UserError(f"trainer.batch_size={self.batch_size} x {self.world} process(es) is larger than the "
-                            f"{self.num_images} training images; lower it")
-        self.total_steps = run_length(cfg, self.steps_per_epoch)
-        self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
-        length = None if t.get("steps") is None else self.total_steps / self.steps_per_epoch  # epoch-based schedules
-        self.method = build_method(cfg, epochs=length).to(self.device)
-        if self.world > 1 and cfg.launcher.get("sync_bn", False):
-            self.method = ddp.sync_batchnorm(self.method, self.device)
-        # channels_last: cuDNN's and oneDNN's fast convolution layout (on 2 CPU cores 20-30% off a small CNN's or
-        # ResNet-18's step). auto: on CUDA; on a CPU too unless deterministic=true, because oneDNN's channels_last
-        # batch norm sums in an order that depends on the thread count (a few steps then differ by ~1e-2 between
-        # core counts and from DDP), where the default layout gives the same bits on any number of threads.
-        auto = has_convolutions(self.method) and (self.device.type == "cuda" or not cfg.deterministic)
-        self.channels_last = cfg.trainer.channels_last is True or (cfg.trainer.channels_last == "auto" and auto)
-        if self.channels_last:
-            self.method.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(self.method.param_groups(), cfg.trainer)
-        if self.streamed:
-            from ssl_zoo.data.streaming.bad_samples import BadSampleLog
-            from ssl_zoo.data.streaming.loader import CropSpec
-
-            self.crop_specs = [CropSpec(r.n, r.size, tuple(r.scale), tuple(r.ratio)) for r in self.views.recipes]
-            self.bad_samples = BadSampleLog(run_dir, len(data.train),
-                                            data.max_bad_fraction)
-        else:
-            self.images = data.pretrain_x.to(self.device)
-            unlabeled = len(self.images) - len(data.train_y)  # STL-10's unlabeled images carry label -1
-            self.labels = torch.cat([data.train_y, data.train_y.new_full((unlabeled,), -1)]).to(self.device)
-        # Online probe: a linear classifier on detached backbone features, trained alongside; reported as
-        # online_probe_acc (an ONLINE number, not comparable to the frozen-feature linear probe).
-        self.probe = torch.nn.Linear(self.method.feat_dim, data.num_classes).to(self.device)
-        self.probe_opt = torch.optim.AdamW(self.probe.parameters(), lr=1e-3, weight_decay=0.0)
-        self.warmup_steps = min(int(float(t.warmup_epochs) * self.steps_per_epoch), self.total_steps)
-        self.peak_lr = peak_lr(t, self.global_batch)
-        bf16 = t.precision == "bf16" or (t.precision == "auto" and self.device.type == "cuda")
-        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext())
-        self.step_fn = ddp.wrap(self.method, self.device) if self.world > 1 else self.method.training_step
-        # trainer.compile: each part of the method is compiled in place (state_dict keys unchanged), and the view
-        # maker too. Not training_step as a whole: its python-float `progress` would recompile it every step.
-        self.make_views = self.views
-        if t.compile:
-            # The parts share one code object (Module._call_impl): each part and mode is one dynamo cache entry.
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-            for part in self.method.children():
-                part.compile(mode=str(t.compile_mode))
-            self.make_views = torch.compile(self.views)
-        self.cuda_graphs = bool(t.compile) and t.compile_mode == "reduce-overhead"
-        self.prefetch_views = self.device.type == "cuda"  # next batch's views on a side stream (gpu_loader)
+        self.steps_per_epoch, self.total_steps = settings.schedule.steps_per_epoch, settings.schedule.total_steps
+        self.num_epochs, self.channels_last = settings.schedule.num_epochs, settings.channels_last
+        self.pretrain = data.pretrain_input(views, device, self.seed, self.batch_size, self.rank, self.world, run_dir)
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if settings.bf16 else nullcontext()
+        self.step_fn = ddp.wrap(method, device) if self.world > 1 else method.training_step
+        self.prefetch_views = device.type == "cuda"  # next batch's views on a side stream (gpu_loader)
         self.stop_vote = ddp.StopVote() if self.world > 1 else None
-        monitor_x = data.test_x[: int(cfg.monitor.num_images)]
-        self.monitor_x = monitor_x if isinstance(monitor_x, torch.Tensor) else monitor_x.to("cpu")  # decoded once
         self.step, self.rows, self.elapsed = 0, [], 0.0
         self.sums: dict[str, torch.Tensor] = {}
         self.host_sums: dict[str, float] = {}  # python-number logs (lr, tau, ...): summed here, no device copy
         self.stop_requested = False  # set at a step boundary, by every rank at the same step
-        self.tracker = None  # TensorBoard or wandb (logger=...), created on first use
+        self.tracker = None  # created on first use
         self.stop_code = 0  # set by the signal handler: 1 SIGTERM, 2 SIGUSR2
-        self.bad_data_error: UserError | None = None  # set when this rank's unreadable samples pass the limit
+        self.keep_previous = True  # False after resuming from prev.pt: never rotate an unreadable last.pt into it
 
     # --- checkpoints -------------------------------------------------------------------------------------
     def state(self) -> dict:
         return {"method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
-                "probe": self.probe.state_dict(), "probe_opt": self.probe_opt.state_dict(),
-                "rows": self.rows, "elapsed": self.elapsed,
+                **self.probe.state(), "rows": self.rows, "elapsed": self.elapsed,
                 "sums": {k: v.detach().cpu() for k, v in self.sums.items()}, "host_sums": dict(self.host_sums),
                 "world_size": self.world}
 
@@ -183,7 +98,7 @@ class Trainer:
         if found is None:
             return False
         state, path = found
-        self.keep_previous = path.name == "last.pt"  # never rotate an unreadable last.pt into prev.pt
+        self.keep_previous = path.name == "last.pt"
         if int(state.get("world_size", 1)) != self.world:
             raise UserError(f"checkpoint in {self.run_dir} comes from {state.get('world_size', 1)} process(es), "
                             f"this run has {self.world}: the global batch would change; resume it on "
@@ -191,8 +106,7 @@ class Trainer:
         try:
             self.method.load_state_dict(state["method"])
             self.optimizer.load_state_dict(state["optimizer"])
-            self.probe.load_state_dict(state["probe"])
-            self.probe_opt.load_state_dict(state["probe_opt"])
+            self.probe.load(state)
         except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as err:
             raise UserError(f"checkpoint {path} does not fit this config ({type(err).__name__}); delete "
                             f"{path.parent} to restart the run, or train under another run_name") from err
@@ -206,7 +120,7 @@ class Trainer:
     def checkpoint(self) -> None:
         self._check_finite()
         if self.rank == 0:
-            save_checkpoint(self.run_dir, self.state(), keep_previous=getattr(self, "keep_previous", True))
+            save_checkpoint(self.run_dir, self.state(), keep_previous=self.keep_previous)
         self.keep_previous = True
         distributed.barrier()  # no rank goes on (or exits) before the checkpoint is whole
 
@@ -231,96 +145,44 @@ class Trainer:
             for s, h in handlers.items():
                 signal.signal(s, h)
 
-    def _epoch_end(self, epoch: int) -> int:
-        """The step after the epoch's last one (a trainer.steps run may end inside an epoch)."""
-        return min((epoch + 1) * self.steps_per_epoch, self.total_steps)
-
     def _fit(self) -> None:
-        every = int(self.cfg.trainer.checkpoint_every)
         if self.step == 0:  # a run that diverges or is killed in its first epoch still has a whole checkpoint
-            if self.rank == 0 and not (self.run_dir / "config.yaml").exists():  # Trainer(...).fit() from Python:
+            if self.rank == 0 and not has_config(self.run_dir):  # a Trainer's fit() from Python:
                 write_config(self.run_dir, self.cfg)  # a run directory `ssl-zoo eval` and run.train accept
             self.checkpoint()
         while self.step < self.total_steps:
             epoch = self.step // self.steps_per_epoch
             self._run_epoch(epoch)
             if self.stop_requested:
-                if self.step == self._epoch_end(epoch):  # stopped on the epoch's last step: its row
-                    self._end_epoch(epoch)  # belongs in this checkpoint, the resumed run starts the next epoch
+                if self.step == self.settings.schedule.epoch_end(epoch):  # stopped on the epoch's last step: its
+                    self._end_epoch(epoch)  # row belongs in this checkpoint, the resumed run starts the next epoch
                 self.checkpoint()
                 raise Preempted(f"stopped at step {self.step}; checkpoint saved",
                                 STOP_SIGNALS[max(self.stop_code, 1) - 1])
             self._end_epoch(epoch)
-            if (epoch + 1) % every == 0 or self.step == self.total_steps:
+            if (epoch + 1) % self.settings.checkpoint_every == 0 or self.step == self.total_steps:
                 self.checkpoint()
         code = self.stop_code if self.stop_vote is None else self.stop_vote(self.stop_code)
         if code:  # the signal came after the last step: the final checkpoint is whole, a restart evaluates
             raise Preempted(f"stopped at step {self.step} (the last); checkpoint saved", STOP_SIGNALS[code - 1])
         if self.rank == 0:
-            monitors.save_spectra(self.run_dir, self.method, self.monitor_input())  # spectrum.npy at the end
-
-    def _batches(self, epoch: int, first: int, end: int):
-        """(uint8 input, labels) of batches first..end-1 of the epoch, on the device: index rows of the in-memory
-        images, or the crops the streaming workers made (the same global order either way: epoch_order)."""
-        if self.streamed:
-            order = epoch_order(self.num_images, self.seed, epoch).numpy()
-            pin = self.device.type == "cuda"
-            loader = self.data.train_loader(self.crop_specs, self.seed, epoch, order, range(first, end),
-                                            self.batch_size, self.rank, self.world, pin)
-            for crops, labels, bad in loader:
-                if bad:
-                    try:
-                        self.bad_samples.add(bad)
-                    except UserError as err:  # raised at the step's stop vote, on every rank at once
-                        self.bad_data_error = err
-                yield ([c.to(self.device, non_blocking=pin) for c in crops],
-                       labels.to(self.device, non_blocking=pin))
-            return
-        order = epoch_order(len(self.images), self.seed, epoch).to(self.device)  # one copy per epoch
-        for i in range(first, end):  # this rank's slice of the global batch i
-            start_i = i * self.global_batch + self.rank * self.batch_size
-            idx = order[start_i:start_i + self.batch_size]
-            yield self.images[idx], self.labels[idx]
+            self.monitor.save_spectra(self.run_dir, self.method)  # spectrum.npy at the end
 
     def _run_epoch(self, epoch: int) -> None:
         self.method.train()
-        first = self.step - epoch * self.steps_per_epoch
-        end = self._epoch_end(epoch) - epoch * self.steps_per_epoch
-        log_every = max(1, int(self.cfg.trainer.log_every))
+        offset = epoch * self.steps_per_epoch
+        first, end = self.step - offset, self.settings.schedule.epoch_end(epoch) - offset
         bar = tqdm(range(first, end), desc=f"epoch {epoch + 1}/{self.num_epochs}",
                    disable=not self.show_bar, leave=False, dynamic_ncols=True)
         start, done = time.perf_counter(), 0
-        batches = self._batches(epoch, first, end)
-        labels: dict[int, torch.Tensor] = {}
-
-        def views_of(i: int) -> list[torch.Tensor]:  # called in order i = first, first + 1, ...
-            x, labels[i] = next(batches)
-            return self._make_views(x, epoch * self.steps_per_epoch + i)
-
-        ahead = ViewPrefetcher(views_of, self.device, end) if self.prefetch_views else None
+        inputs = self._step_inputs(epoch, first, end)
         for i in bar:
-            if ahead is not None:
-                x, views = None, ahead.get(i)
-                y = labels.pop(i)
-                if y.is_cuda:  # made on the prefetch stream, read on this one (as ViewPrefetcher does for views)
-                    y.record_stream(torch.cuda.current_stream(self.device))
-            else:
-                (x, y), views = next(batches), None
+            x, y, views = next(inputs)
             logs = self._train_step(x, y, views)
             done += self.global_batch
-            if (i + 1) % log_every == 0:
-                loss = distributed.all_reduce_mean_(logs["loss"].clone()).item()  # every rank decides alike
-                if not math.isfinite(loss):
-                    raise Diverged(f"loss is {loss} at step {self.step}, epoch {epoch + 1}")
-                bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{done / (time.perf_counter() - start):.0f}")
-                if self.cfg.logger != "csv" and self.rank == 0:  # per-step curves, every log_every steps
-                    self._tracker().log_step(self.step, loss, float(logs["lr"]))
-            local = max(self.stop_code, BAD_DATA_CODE if self.bad_data_error else 0)
-            code = local if self.stop_vote is None else self.stop_vote(local)
-            if code == BAD_DATA_CODE:
-                raise self.bad_data_error or UserError(
-                    f"another process read more unreadable samples than data.max_bad_fraction allows; see "
-                    f"{self.run_dir / 'bad_samples.txt'}")
+            if (i + 1) % self.settings.log_every == 0:
+                self._read_loss(logs, epoch, bar, done / (time.perf_counter() - start))
+            code = self._stop_vote()
             if code:
                 self.stop_requested, self.stop_code = True, code
                 break
@@ -329,7 +191,50 @@ class Trainer:
         self.sums["seconds"] = self.sums.get("seconds", torch.zeros((), device=self.device)) + (
             time.perf_counter() - start)
 
-    def _make_views(self, x_uint8: torch.Tensor | list[torch.Tensor], step: int) -> list[torch.Tensor]:
+    def _step_inputs(self, epoch: int, first: int, end: int) -> Iterator[tuple[torch.Tensor | None, torch.Tensor,
+                                                                                Views | None]]:
+        """(uint8 input, labels, None) of the epoch's steps first..end-1; on CUDA (None, labels, views) with each
+        step's views made one step ahead on a side stream (ViewPrefetcher)."""
+        batches = self.pretrain.batches(epoch, range(first, end))
+        if not self.prefetch_views:
+            yield from ((x, y, None) for x, y in batches)
+            return
+        labels: dict[int, torch.Tensor] = {}
+
+        def views_of(i: int) -> Views:  # called in order i = first, first + 1, ...
+            x, labels[i] = next(batches)
+            return self._make_views(x, epoch * self.steps_per_epoch + i)
+
+        ahead = ViewPrefetcher(views_of, self.device, end)
+        for i in range(first, end):
+            views = ahead.get(i)
+            y = labels.pop(i)
+            if y.is_cuda:  # made on the prefetch stream, read on this one (as ViewPrefetcher does for views)
+                y.record_stream(torch.cuda.current_stream(self.device))
+            yield None, y, views
+
+    def _read_loss(self, logs: dict, epoch: int, bar: tqdm, images_per_s: float) -> None:
+        """Every log_every steps: the loss (the same on every rank), checked, shown and sent to the tracker."""
+        loss = distributed.all_reduce_mean_(logs["loss"].clone()).item()
+        if not math.isfinite(loss):
+            raise Diverged(f"loss is {loss} at step {self.step}, epoch {epoch + 1}")
+        bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images_per_s:.0f}")
+        if self.open_tracker is not None and self.rank == 0:  # per-step curves
+            self._tracker().log_step(self.step, loss, float(logs["lr"]))
+
+    def _stop_vote(self) -> int:
+        """The stop code every rank agrees on after a step: a stop signal's (1, 2), or 0 to go on. A rank past
+        data.max_bad_fraction makes every rank raise its one-line error."""
+        bad_data = self.pretrain.bad_data_error
+        local = max(self.stop_code, BAD_DATA_CODE if bad_data else 0)
+        code = local if self.stop_vote is None else self.stop_vote(local)
+        if code == BAD_DATA_CODE:
+            raise bad_data or UserError(
+                f"another process read more unreadable samples than data.max_bad_fraction allows; see "
+                f"{self.run_dir / 'bad_samples.txt'}")
+        return code
+
+    def _make_views(self, x_uint8: torch.Tensor | list[torch.Tensor], step: int) -> Views:
         gen = step_generator(self.device, self.seed, step)
         if self.world > 1:
             views = ddp.shard_views(self.views, x_uint8, gen, self.rank, self.world)
@@ -340,14 +245,14 @@ class Trainer:
         return views
 
     def _train_step(self, x_uint8: torch.Tensor | list[torch.Tensor] | None, y: torch.Tensor,
-                    views: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+                    views: Views | None = None) -> dict[str, torch.Tensor]:
         """One step on x_uint8's views, or on `views` already made for this step (prefetched, or synthetic
         ones in benchmarks/throughput.py)."""
         progress = self.step / self.total_steps
-        if self.cuda_graphs:  # a new step: CUDA-graph outputs of the last one may be overwritten
+        if self.settings.cuda_graphs:  # a new step: CUDA-graph outputs of the last one may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
-        lr = lr_at(self.step, self.total_steps, self.warmup_steps, self.peak_lr, float(self.cfg.trainer.min_lr))
-        set_lr(self.optimizer, lr, self.peak_lr)
+        lr = self.settings.schedule.lr(self.step)
+        set_lr(self.optimizer, lr, self.settings.schedule.peak_lr)
         if views is None:
             views = self._make_views(x_uint8, self.step)
         with self.autocast:
@@ -355,15 +260,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         self.method.before_optimizer_step(progress)
-        if self.cfg.trainer.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.method.parameters(), float(self.cfg.trainer.grad_clip))
+        if self.settings.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.settings.grad_clip)
         self.optimizer.step()
         self.method.after_step(progress)
         self.step += 1
-        logs = {"loss": out.loss.detach().float(), "lr": lr, **out.logs}
-        if out.features is not None and self.cfg.eval.online_probe:
-            logs["online_probe_correct"], logs["online_probe_labelled"] = self._probe_step(
-                out.features.detach().float(), y)
+        logs = {"loss": out.loss.detach().float(), "lr": lr, **out.logs, **self.probe.logs(out.features, y)}
         for k, v in logs.items():  # tensors summed on the device, numbers on the host: no sync, no copy
             if isinstance(v, torch.Tensor):
                 self.sums[k] = self.sums.get(k, torch.zeros((), device=self.device)) + v.detach().float()
@@ -372,19 +274,7 @@ class Trainer:
         self.host_sums["n"] = self.host_sums.get("n", 0.0) + 1
         return logs
 
-    def _probe_step(self, features: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One update of the online probe; (correct, labelled) counts of the batch, scored before the update.
-        Unlabelled images (label -1, STL-10) are left out; a batch without any gives a zero loss, not NaN."""
-        logits = self.probe(features)
-        labelled = y >= 0
-        loss = torch.nn.functional.cross_entropy(logits, y, ignore_index=-1, reduction="sum") / labelled.sum().clamp_min(1)
-        self.probe_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.world > 1:
-            ddp.average_grads_(self.probe.parameters())
-        self.probe_opt.step()
-        return ((logits.argmax(1) == y) & labelled).sum(), labelled.sum()
-
+    # --- per epoch ---------------------------------------------------------------------------------------
     def _end_epoch(self, epoch: int) -> None:
         if self.world > 1:  # the epoch's means over every rank's batches (images are counted globally)
             keys = sorted(self.sums)
@@ -405,11 +295,11 @@ class Trainer:
         if "online_probe_labelled" in row:  # accuracy over the epoch's labelled images, not a mean of batch means
             correct, labelled = row.pop("online_probe_correct"), row.pop("online_probe_labelled")
             row["online_probe_acc"] = 100.0 * correct / max(labelled, 1e-9)
-        row.update(self.monitor())
+        row.update(self.monitor.metrics(self.method))
         row["images_per_s"] = images / max(seconds, 1e-9)
         self.rows.append(row)
         write_metrics(self.run_dir, self.rows)
-        if self.cfg.logger != "csv":  # tensorboard or wandb
+        if self.open_tracker is not None:  # tensorboard or wandb
             self._tracker().log(row)
         line = (f"epoch {epoch + 1}/{self.num_epochs}: loss {row['loss']:.4f}  z_std {row['z_std']:.4f}  "
                 f"{row['images_per_s']:.0f} img/s")
@@ -417,20 +307,10 @@ class Trainer:
 
     def _tracker(self):
         if self.tracker is None:
-            self.tracker = open_tracker(self.cfg, self.run_dir)
+            self.tracker = self.open_tracker()
         return self.tracker
 
     @property
     def show_bar(self) -> bool:
         """A live bar only on a terminal: in log files (SLURM logs) its carriage returns are clutter."""
-        return bool(self.cfg.progress_bar) and sys.stderr.isatty()
-
-    def monitor_input(self) -> torch.Tensor:
-        return plain_view(self.monitor_x.to(self.device), int(self.cfg.data.image_size), self.mean, self.std)
-
-    def monitor(self) -> dict[str, float]:
-        # Two augmented views of the held-out images from a fixed generator (the same pairs every epoch, drawn
-        # apart from the training draws) give alignment and uniformity.
-        gen = torch.Generator(device=self.device).manual_seed(self.seed + 0x5EED)
-        views = self.views(self.monitor_x.to(self.device), gen)[:2]
-        return monitors.collapse_metrics(self.method, self.monitor_input(), views)
+        return self.settings.progress_bar and sys.stderr.isatty()

@@ -1,4 +1,5 @@
-"""Streamed datasets for the trainer and the evaluation: uint8 batches made in DataLoader workers.
+"""Streamed datasets for the trainer and the evaluation (data.source's DataSource): uint8 batches made in
+DataLoader workers.
 
 A batch is one DataLoader item: the sampler hands each worker a whole batch key (epoch and the index rows of the
 batch) and the worker returns the finished uint8 tensors, so workers never exchange samples and the DataLoader
@@ -16,7 +17,8 @@ import numpy as np
 import torch
 
 from ssl_zoo.common.errors import UserError
-from ssl_zoo.data.streaming.bad_samples import Entry
+from ssl_zoo.data.source import LabelledCrop, PretrainBatch, epoch_order
+from ssl_zoo.data.streaming.bad_samples import BadSampleLog, Entry
 from ssl_zoo.data.streaming.gpu_decode import DeviceDecoded, DeviceDecoder, EncodedTrainBatches
 from ssl_zoo.data.streaming.index import Index, default_cache_dir, folder_classes, load_index
 from ssl_zoo.data.streaming.samples import (
@@ -27,6 +29,7 @@ from ssl_zoo.data.streaming.samples import (
     TrainBatches,
     batch_loader,
 )
+from ssl_zoo.data.views import ViewMaker
 
 
 class LazyImages:
@@ -84,6 +87,36 @@ class StreamedData:
     max_bad_fraction: float
     decode: str = "cpu"  # data.decode: cpu (PIL in the workers) | gpu (nvjpeg in this process, ssl_zoo.data.streaming.gpu_decode)
 
+    @property
+    def num_pretrain_images(self) -> int:
+        return len(self.pretrain_rows)
+
+    @property
+    def in_memory(self) -> bool:
+        return False
+
+    def pretrain_input(self, views: ViewMaker, device: torch.device, seed: int, batch_size: int, rank: int,
+                       world: int, run_dir: Path | None) -> StreamedPretrainInput:
+        return StreamedPretrainInput(self, views, device, seed, batch_size, rank, world, run_dir)
+
+    def image_batches(self, images: LazyImages, batch_size: int) -> Iterator[torch.Tensor]:
+        return images.batches(batch_size)
+
+    def labelled_views(self, images: LazyImages, labels: torch.Tensor, crop: LabelledCrop, seed: int, epoch: int,
+                       batch_size: int, generator: torch.Generator, device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Crops cut by the workers from the full-resolution images (the labels are the index's: an unreadable
+        image's stand-in carries its own), flipped here."""
+        pin = torch.device(device).type == "cuda"
+        spec = CropSpec(1, crop.size, crop.scale, crop.ratio)
+        for crops, y, bad in self.labelled_loader(images.rows, [spec], seed, epoch, batch_size, pin):
+            images.bad.extend(bad)  # listed by take_bad(), with the evaluation's other unreadable images
+            x = crops[0].to(device, non_blocking=pin).float() / 255
+            flip = torch.rand(len(x), generator=generator, device=x.device) < crop.flip_p
+            yield torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x), y.to(device, non_blocking=pin)
+
+    def take_bad(self) -> list[Entry]:
+        return [*self.train_x.take_bad(), *self.test_x.take_bad()]
+
     def train_loader(self, specs: list[CropSpec], seed: int, epoch: int, order: np.ndarray, batches: range,
                      batch_size: int, rank: int, world: int, pin: bool):
         """Batches `batches` of the epoch whose order (positions into pretrain_rows) is `order`; this rank's
@@ -108,6 +141,32 @@ class StreamedData:
 
         loader = batch_loader(EncodedTrainBatches(self.train, specs, seed), keys, self.workers, False)
         return DeviceDecoded(loader, DeviceDecoder(TrainBatches(self.train, specs, seed), "cuda"))
+
+
+class StreamedPretrainInput:
+    """Each view recipe's crops cut by the DataLoader workers, copied to the device; unreadable samples are
+    replaced, listed in <run>/bad_samples.txt and counted against data.max_bad_fraction."""
+
+    def __init__(self, data: StreamedData, views: ViewMaker, device: torch.device, seed: int, batch_size: int,
+                 rank: int, world: int, run_dir: Path | None):
+        self.data, self.device, self.seed = data, device, seed
+        self.batch_size, self.rank, self.world = batch_size, rank, world
+        self.specs = [CropSpec(r.n, r.size, tuple(r.scale), tuple(r.ratio)) for r in views.recipes]
+        self.bad_samples = BadSampleLog(run_dir, len(data.train), data.max_bad_fraction)
+        self.bad_data_error: UserError | None = None
+
+    def batches(self, epoch: int, steps: range) -> Iterator[PretrainBatch]:
+        order = epoch_order(self.data.num_pretrain_images, self.seed, epoch).numpy()
+        pin = self.device.type == "cuda"
+        loader = self.data.train_loader(self.specs, self.seed, epoch, order, steps, self.batch_size, self.rank,
+                                        self.world, pin)
+        for crops, labels, bad in loader:
+            if bad:
+                try:
+                    self.bad_samples.add(bad)
+                except UserError as err:  # raised by the trainer at the step's stop vote, on every rank at once
+                    self.bad_data_error = err
+            yield [c.to(self.device, non_blocking=pin) for c in crops], labels.to(self.device, non_blocking=pin)
 
 
 def default_workers() -> int:

@@ -2,7 +2,7 @@
 
 Nothing depends on which DataLoader worker makes a sample or on what that worker made before, so the batches are
 the same for any number of workers, and a run resumed mid-epoch makes exactly the batches an uninterrupted run
-makes. The epoch order is the trainer's own seeded permutation of all samples (ssl_zoo.train.trainer.epoch_order):
+makes. The epoch order is the seeded permutation of all samples both kinds of data use (data.source.epoch_order):
 shuffled before it is cut into global batches, never shard by shard.
 """
 

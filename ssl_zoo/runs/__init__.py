@@ -1,0 +1,1 @@
+"""A run directory: its identity, the one reader and writer of each run file, the lock, checkpoints."""

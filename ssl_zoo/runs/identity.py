@@ -1,0 +1,59 @@
+"""A run's identity: its configuration hash, its directory name, and the header of its results."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from ssl_zoo.common.paths import absolute
+
+# Keys that change where or how a run is shown, not what it computes: left out of the run's identity.
+NON_IDENTITY_KEYS = ("out_dir", "run_name", "resume", "progress_bar", "logger", "launcher", "device", "eval")
+
+
+# Keys added to every config after runs were made: left out of the identity when null (what their absence
+# meant), else hashed last in their group (where the experiment files that set them used to put them), so run
+# directories made before them keep their names and resume.
+# Keys added after runs existed: left out of the hash at their default, so older run directories keep their
+# names. Keys that change how fast a run goes but not what it computes never enter the hash.
+LATE_KEYS = (("data", "train_subset", None), ("trainer", "steps", None), ("trainer", "compile_mode", "default"),
+             ("data", "decode", "cpu"))
+
+
+SPEED_KEYS = (("data", "workers"), ("data", "index_dir"))
+
+
+def config_hash(cfg: DictConfig) -> str:
+    identity = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NON_IDENTITY_KEYS}
+    for group, key, default in LATE_KEYS:
+        if isinstance(identity.get(group), dict) and key in identity[group]:
+            value = identity[group].pop(key)
+            if value != default:
+                identity[group][key] = value
+    for group, key in SPEED_KEYS:
+        if isinstance(identity.get(group), dict):
+            identity[group].pop(key, None)
+    return hashlib.sha1(OmegaConf.to_yaml(OmegaConf.create(identity)).encode()).hexdigest()[:8]
+
+
+def encoder_label(cfg: DictConfig) -> str:
+    """The encoder as a reader knows it (results, tables): encoder=timm runs are named by their timm model."""
+    name = str(cfg.encoder.name)
+    return f"{cfg.encoder.arch} (timm)" if name == "timm" and cfg.encoder.get("arch") else name
+
+
+def run_dir_for(cfg: DictConfig) -> Path:
+    if cfg.get("run_name"):
+        name = str(cfg.run_name)
+    else:
+        name = (f"{cfg.method.name}-{cfg.ablation.name}-{cfg.data.name}-{cfg.encoder.name}-s{cfg.seed}-"
+                f"{config_hash(cfg)}")
+    return absolute(str(cfg.out_dir)) / name
+
+
+def results_header(cfg: DictConfig) -> dict:
+    """What every results.json starts with, whatever the run's status."""
+    return {"method": cfg.method.name, "ablation": cfg.ablation.name, "data": cfg.data.name,
+            "encoder": encoder_label(cfg), "epochs": int(cfg.trainer.epochs), "seed": int(cfg.seed)}
