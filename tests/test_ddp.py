@@ -27,10 +27,11 @@ from ssl_zoo.train.ddp import shard_views
 
 from tiny import tiny_overrides
 
-# float32 sums in another order (two half-batch gradients all-reduced vs one whole batch) leave up to ~2.4e-4 of a
-# tensor's largest entry after one epoch on some CPUs (AMD EPYC, torch 2.14.1, one thread); unsynced BN is off by
-# ~1.3e-1 (measured with launcher.sync_bn=false), a wrong gradient average by more.
-REL_TOL = 1e-3
+# float32 sums in another order (two half-batch gradients all-reduced vs one whole batch) grow over a run's steps:
+# measured on AMD EPYC, torch 2.14.1, one thread per process: 2.4e-4 of a tensor's largest entry (BYOL, torchrun)
+# and 2.6e-3 (MoCo v2 over SLURM, a BN bias whose entries are ~1e-2). Unsynced BN is off by 1.3e-1
+# (launcher.sync_bn=false), keys of one rank only in MoCo's queue by the size of the keys.
+REL_TOL = 1e-2
 
 
 def _free_port() -> int:

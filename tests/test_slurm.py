@@ -107,8 +107,10 @@ def test_sweep_is_one_array_job_that_completes_and_compare_collects(tmp_path, su
 
 
 def test_requeued_task_resumes_and_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, submitted):
-    # 16 epochs of 42 steps: long enough that both interruptions land mid-run even when SLURM takes ~15 s to act
-    args = [*TINY, *HEADS, *SLURM, "deterministic=true", "trainer.epochs=16", "trainer.batch_size=32",
+    # 60 epochs of 42 steps: long enough that both interruptions land mid-run even when SLURM takes ~15 s to act
+    # (one thread runs an epoch in ~1 s on an idle core: 16 epochs had ended before the first requeue took effect)
+    epochs = 60
+    args = [*TINY, *HEADS, *SLURM, "deterministic=true", f"trainer.epochs={epochs}", "trainer.batch_size=32",
             "eval.enabled=false"]
     job = submit(submitted, *args, f"out_dir={tmp_path / 'interrupted'}")
     submit(submitted, *args, f"out_dir={tmp_path / 'reference'}")  # runs alongside on the second CPU
@@ -122,13 +124,13 @@ def test_requeued_task_resumes_and_ends_with_the_weights_of_an_uninterrupted_run
     first = rows(run_dir)
     wait_for(lambda: rows(run_dir) >= first + 2, 120, "two more epochs")
     subprocess.run(["scancel", "--signal=USR2", job], check=True)  # submitit's path: checkpoint(), requeue
-    wait_for(lambda: ended(tmp_path / "interrupted", 1) and ended(tmp_path / "reference", 1), 240, "both runs")
+    wait_for(lambda: ended(tmp_path / "interrupted", 1) and ended(tmp_path / "reference", 1), 600, "both runs")
 
-    total = 16 * (1347 // 32)
+    total = epochs * (1347 // 32)
     steps = [int(s) for s in re.findall(r"resuming at step (\d+)/", log.read_text())]
     assert len(steps) == 2 and 0 < steps[0] < steps[1] < total, steps  # both interruptions came mid-run
     assert task_states(tmp_path / "interrupted")[0]["state"] == "finished"
-    assert [int(r["epoch"]) for r in csv.DictReader(open(run_dir / "metrics.csv"))] == list(range(1, 17))
+    assert [int(r["epoch"]) for r in csv.DictReader(open(run_dir / "metrics.csv"))] == list(range(1, epochs + 1))
     assert [p.name for p in (tmp_path / "interrupted").iterdir() if p.is_dir() and p.name != "jobs"] == [
         run_dir.name]  # no run dir duplicated
     got = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["method"]
