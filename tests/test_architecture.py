@@ -66,3 +66,13 @@ def test_top_level_holds_only_the_face_and_subpackages():
     assert top <= FACE, f"modules outside a subpackage: {sorted(top - FACE)}"
     for pkg in (p for p in (ROOT / "ssl_zoo").iterdir() if p.is_dir() and p.name != "__pycache__"):
         assert (pkg / "__init__.py").is_file(), f"{pkg} is not a package (setuptools would leave it out)"
+
+
+def test_queued_slurm_pickles_still_find_the_train_task():
+    """SLURM arrays queued before the subpackages existed hold pickles naming ssl_zoo.launch.TrainTask."""
+    import pickle
+
+    from ssl_zoo.launch.launcher import TrainTask
+
+    old_reference = b"\x80\x04\x95\x1e\x00\x00\x00\x00\x00\x00\x00\x8c\x0essl_zoo.launch\x94\x8c\tTrainTask\x94\x93\x94."
+    assert pickle.loads(old_reference) is TrainTask
