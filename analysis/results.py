@@ -90,6 +90,7 @@ def run_row(run_dir: Path, skipped: list[str] | None = None) -> tuple[dict, dict
         row.update(status="unfinished", note=f"no results.json; {done}/{row['epochs']} epochs in metrics.csv")
         return row, identity
     row["status"] = str(res.get("status") or "unknown")
+    row.update(_length(cfg, res, row))
     for key in ("knn_top1", "linear_top1", "linear_top5", "online_probe_acc", "wall_s", "images_per_s", "eval_s",
                 "collapsed", "epochs_done", "linear_protocol"):
         if res.get(key) is not None:
@@ -106,6 +107,20 @@ def run_row(run_dir: Path, skipped: list[str] | None = None) -> tuple[dict, dict
     elif row["status"] == "unfinished":
         row["note"] = f"evaluated mid-run at epoch {row.get('epochs_done', '?')}/{row['epochs']}"
     return row, identity
+
+
+def _length(cfg: DictConfig, res: dict, row: dict) -> dict:
+    """The epochs a run set by trainer.steps trained (trainer.epochs is then unused), as its results.json records
+    them; an older results.json (which recorded trainer.epochs) is read from metrics.csv. A partial last epoch is
+    said in the note."""
+    if cfg.trainer.get("steps") is None:
+        return {}
+    steps, per_epoch, epochs = (res.get(k) for k in ("steps", "steps_per_epoch", "epochs"))
+    if not all(isinstance(v, int) and v > 0 for v in (steps, per_epoch, epochs)):  # older (or hand-edited)
+        return {"epochs": row["epochs_done"]} if "epochs_done" in row else {}
+    last = steps - (epochs - 1) * per_epoch
+    return {"epochs": epochs, "note": f"trainer.steps={steps}: last epoch partial ({last}/{per_epoch} steps)"
+            if last < per_epoch else ""}
 
 
 def gather_runs(paths: list[str | Path], skipped: list[str] | None = None) -> pd.DataFrame:

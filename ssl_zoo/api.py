@@ -200,9 +200,11 @@ def evaluate(run_dir: str | Path, **settings: Any) -> dict:
     return evaluate_run_dir(Path(run_dir).expanduser(), overrides(None, settings))
 
 
-def features(backbone: nn.Module, images: torch.Tensor, cfg: DictConfig, batch_size: int = 512) -> torch.Tensor:
-    """Backbone features of uint8 images under the evaluation transform (resize, normalise), in eval mode."""
+def features(backbone: nn.Module, images: torch.Tensor, cfg: DictConfig, batch_size: int | None = None) -> torch.Tensor:
+    """Backbone features of uint8 images under the evaluation transform (resize, normalise), in eval mode,
+    batch_size images per forward pass (default: the config's eval.batch_size)."""
     from ssl_zoo.evaluation.frozen import extract_features
 
     d = cfg.data
+    batch_size = int(cfg.eval.batch_size) if batch_size is None else batch_size
     return extract_features(backbone, images, int(d.image_size), list(d.mean), list(d.std), batch_size)

@@ -16,8 +16,8 @@ EXIT_DIVERGED = 4
 
 # Each verb lives in ssl_zoo/commands/<name>.py.
 COMMANDS = ["train", "show", "status", "eval", "compare", "report", "export", "synthetic"]
-# Verbs that write run files, and what a stop signal interrupts at once (None: training stops at a step boundary,
-# ssl_zoo.common.stopping).
+# Verbs that write run files, and what a stop signal (SIGTERM, SIGUSR2, Ctrl-C) interrupts at once (None: training
+# stops at a step boundary, ssl_zoo.common.stopping).
 STOPPABLE = {"train": None, "eval": "stopped during the evaluation; results.json unchanged"}
 
 
@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     _Parser.argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)  # inside: a Ctrl-C while the verbs import is one line too
         if args.command not in STOPPABLE:
             return args.func(args)
         # Stop signals end these verbs with exit 3 in every phase (ssl_zoo.common.stopping). The `ssl-zoo` process keeps
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ssl-zoo: diverged: {err}; the last good checkpoint is kept", file=sys.stderr)
             return EXIT_DIVERGED
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a verb that does not save, or a second Ctrl-C while train/eval saves (stopping)
         print("ssl-zoo: interrupted", file=sys.stderr)
         return 130
 

@@ -15,16 +15,20 @@ def _row(name: str, r: dict) -> str:
             f"{r.get('dim', 0):>7d}")
 
 
-def _length(run_dir: Path, r: dict) -> str:
-    """'N steps' for a run the user sized in optimizer steps (trainer.steps), else 'N epochs'."""
+def _config_value(run_dir: Path, key: str):
     from omegaconf import OmegaConf
 
     from ssl_zoo.runs.config_file import unchecked_config
 
     try:
-        steps = OmegaConf.select(unchecked_config(run_dir), "trainer.steps")
+        return OmegaConf.select(unchecked_config(run_dir), key)
     except Exception:  # no config, or an unreadable one: reported by the commands that need it
-        steps = None
+        return None
+
+
+def _length(run_dir: Path, r: dict) -> str:
+    """'N steps' for a run the user sized in optimizer steps (trainer.steps), else 'N epochs'."""
+    steps = _config_value(run_dir, "trainer.steps")
     return f"{steps} steps" if steps is not None else f"{r.get('epochs')} epochs"
 
 
@@ -41,6 +45,7 @@ def _knn_grid(sweep: dict[str, float]) -> list[str]:
 
 def format_results(run_dir: Path, r: dict) -> str:
     """The table `ssl-zoo eval` and `ssl-zoo train` print."""
+    from ssl_zoo.commands.collapse_summary import collapse_lines
     from ssl_zoo.launch.run_eval import ONLINE_PROBE_NOTE
 
     lines = [f"run: {run_dir}",
@@ -50,6 +55,7 @@ def format_results(run_dir: Path, r: dict) -> str:
         lines.append(f"  unfinished run: evaluated its latest checkpoint (epoch {r.get('epochs_done')} of "
                      f"{r.get('epochs')}, step {r.get('evaluated_step')}/{r.get('total_steps')}); "
                      "`ssl-zoo train` with the same config resumes it")
+    lines += collapse_lines(r, _config_value(run_dir, "method.head.num_prototypes"))  # K: DINO's teacher entropy
     if "knn_top1" not in r:
         lines.append("  no probe results (eval.enabled=false); run `ssl-zoo eval <run dir>`")
         return "\n".join(lines)

@@ -15,7 +15,7 @@ def print_results(run_dir: Path) -> None:
 
 
 def run(args) -> int:
-    from ssl_zoo.common import distributed
+    from ssl_zoo.common import distributed, stopping
     from ssl_zoo.config.overrides import expand_sweep
     from ssl_zoo.launch import launcher as launch
     from ssl_zoo.launch.preflight import check_cells, load_cells
@@ -29,7 +29,8 @@ def run(args) -> int:
     launch.same_launcher(configs)
     if configs[0].launcher.name == "slurm":
         check_cells(configs, jobs, None)  # what the tasks would find out on the cluster, found out here
-        code = submit(configs, jobs)
+        with stopping.ctrl_c_aborts():  # a submission has no step to save
+            code = submit(configs, jobs)
         if study:
             print(f"when the array has ended: ssl-zoo report {configs[0].out_dir}", flush=True)
         return code

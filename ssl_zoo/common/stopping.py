@@ -1,4 +1,4 @@
-"""Stop signals (SIGTERM, SIGUSR2) for the whole of an `ssl-zoo train` or `ssl-zoo eval` process.
+"""Stop signals (SIGTERM, SIGUSR2, and Ctrl-C: SIGINT) for the whole of an `ssl-zoo train` or `ssl-zoo eval` process.
 
 Exit code 3 means "stopped by a signal, nothing lost, the same command resumes". The trainer turns a signal that
 arrives during training into a checkpoint and Preempted. Everywhere else the CLI's handlers below apply, so that
@@ -9,6 +9,8 @@ no phase of the process dies with the default action (exit 143) and loses the "r
   checkpoint on disk is final and results.json is written whole or not at all;
 - once a run's results are saved, or the process is stopping, later signals are only recorded, and once the
   command has returned they are ignored: a burst of SIGTERMs cannot kill the process on its way out.
+Ctrl-C stops as SIGTERM does (the step is saved); a Ctrl-C once a stop is on its way aborts at once
+(KeyboardInterrupt: exit 130), for someone who will not wait for the checkpoint.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)  # stop code k = STOP_SIGNALS[k - 1]; the larger code wins
+HANDLED_SIGNALS = (*STOP_SIGNALS, signal.SIGINT)  # SIGINT (Ctrl-C) carries SIGTERM's code: it never requeues
 
 
 class Preempted(Exception):
@@ -35,8 +38,23 @@ class _State:
     interrupt: str | None = None  # inside interruptible(): the Preempted message to raise
 
 
+def received(signum: int, code: int) -> int:
+    """The stop code once `signum` arrives on top of `code` (what was received before). A Ctrl-C on top of a
+    stop already requested raises KeyboardInterrupt: the second Ctrl-C aborts at once."""
+    if signum == signal.SIGINT and code:
+        raise KeyboardInterrupt
+    return max(code, 1 if signum == signal.SIGINT else STOP_SIGNALS.index(signum) + 1)
+
+
+def install(handler) -> dict:
+    """Puts `handler` on every handled signal and returns the handlers it replaced. A SIGINT the process was
+    started to ignore (`nohup ... &`) stays ignored."""
+    signals = [s for s in HANDLED_SIGNALS if s in STOP_SIGNALS or signal.getsignal(s) is not signal.SIG_IGN]
+    return {s: signal.signal(s, handler) for s in signals}
+
+
 def _handler(signum: int, frame) -> None:
-    _State.code = max(_State.code, STOP_SIGNALS.index(signum) + 1)
+    _State.code = received(signum, _State.code)
     if _State.interrupt is not None:
         message, _State.interrupt = _State.interrupt, None  # raised once: a burst does not interrupt the unwinding
         raise Preempted(message, signum)
@@ -56,9 +74,7 @@ def handled(restore: bool = True) -> Iterator[None]:
     """Our handlers for the duration of a command. restore=False (the `ssl-zoo` process itself): the process
     ends right after, and a signal during its exit must not change the exit code, so stop signals are then
     ignored (Python puts the default action back for its own handlers while it shuts down, not for SIG_IGN)."""
-    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
-    for s in STOP_SIGNALS:
-        signal.signal(s, _handler)
+    previous = install(_handler)
     _State.code, _State.installed, _State.interrupt = 0, True, None
     try:
         yield
@@ -82,3 +98,17 @@ def interruptible(message: str) -> Iterator[None]:
         yield
     finally:
         _State.interrupt = outer
+
+
+@contextmanager
+def ctrl_c_aborts() -> Iterator[None]:
+    """Inside the block Ctrl-C raises KeyboardInterrupt at once (exit 130), as in any Python program: for work
+    with no step to save, such as a SLURM submission, which would otherwise run on to its end."""
+    if signal.getsignal(signal.SIGINT) is not _handler:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, _handler)

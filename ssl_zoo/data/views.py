@@ -282,6 +282,23 @@ class ViewMaker:
             params += [{op: {k: v.chunk(r.n)[i] for k, v in d.items()} for op, d in p.items()} for i in range(r.n)]
         return (views, params) if return_params else views
 
+    def draw(self, batch_size: int, generator: torch.Generator, device: torch.device,
+             num_views: int) -> list[torch.Tensor]:
+        """The uniforms __call__ draws for a batch of batch_size, as one [batch_size, NUM_UNIFORMS] per view (the
+        first num_views): drawn once, they let view_chunk make a large batch's views a chunk at a time, alike."""
+        per_view: list[torch.Tensor] = []
+        for r in self.recipes:
+            if len(per_view) >= num_views:
+                break  # later recipes draw after the earlier ones: skipping them changes nothing before
+            per_view += torch.rand(r.n * batch_size, NUM_UNIFORMS, generator=generator, device=device).chunk(r.n)
+        return per_view[:num_views]
+
+    def view_chunk(self, x: torch.Tensor, view: int, u: torch.Tensor) -> torch.Tensor:
+        """View number `view` of uint8 images x [B,C,H,W], given their rows u [B, NUM_UNIFORMS] of draw()."""
+        recipe = [r for r in self.recipes for _ in range(r.n)][view]  # the views: recipes in order, each n times
+        mean, std = self._mean_std(x.device)
+        return _normalize(apply_recipe(x.float() / 255, recipe, u)[0], mean, std)
+
 
 _FIELDS = [f.name for f in dataclasses.fields(CropRecipe)]
 

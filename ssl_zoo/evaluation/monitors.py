@@ -8,7 +8,7 @@ when a method has no projector), `backbone_` = the backbone features the probes 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -73,14 +73,22 @@ def embedding_metrics(z: torch.Tensor, prefix: str = "") -> dict[str, float]:
             f"{prefix}effective_rank": effective_rank(z)}
 
 
-def _embed(method: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    emb = method.embed(x)
-    return {"": emb.get("projector", emb["backbone"]), "backbone_": emb["backbone"]}
+Chunks = torch.Tensor | Iterable[torch.Tensor]  # one batch, or batches in order (at most one on the device at a time)
+
+
+def _embed(method: nn.Module, x: Chunks) -> dict[str, torch.Tensor]:
+    """The projector ("") and backbone ("backbone_") embeddings of all rows, a batch at a time: only the
+    embeddings of the whole set are held, never the activations."""
+    parts: dict[str, list[torch.Tensor]] = {"": [], "backbone_": []}
+    for chunk in [x] if isinstance(x, torch.Tensor) else x:
+        emb = method.embed(chunk)
+        parts[""].append(emb.get("projector", emb["backbone"]))
+        parts["backbone_"].append(emb["backbone"])
+    return {prefix: torch.cat(zs) for prefix, zs in parts.items()}
 
 
 @torch.no_grad()
-def collapse_metrics(method: nn.Module, x: torch.Tensor,
-                     views: list[torch.Tensor] | None = None) -> dict[str, float]:
+def collapse_metrics(method: nn.Module, x: Chunks, views: Sequence[Chunks] | None = None) -> dict[str, float]:
     """Per-epoch metrics on fixed held-out images x (no augmentation) and, when given, two augmented views of
     them (a fixed generator, so the pairs are the same every epoch) for alignment and uniformity."""
     was_training = method.training
@@ -100,7 +108,7 @@ def collapse_metrics(method: nn.Module, x: torch.Tensor,
 
 
 @torch.no_grad()
-def save_spectra(run_dir: Path, method: nn.Module, x: torch.Tensor) -> None:
+def save_spectra(run_dir: Path, method: nn.Module, x: Chunks) -> None:
     """spectrum.npy: covariance spectrum of the projector output on the held-out images at the end of training;
     spectrum_backbone.npy: the same for the backbone features."""
     was_training = method.training

@@ -70,6 +70,7 @@ def train(cfg: DictConfig) -> Path:
 
 def _train_and_finish(trainer: Trainer) -> Path:
     cfg, run_dir, main = trainer.cfg, trainer.run_dir, trainer.rank == 0
+    header = results_header(cfg, trainer.steps_per_epoch)
     try:
         trainer.fit()
         if not main:
@@ -82,14 +83,14 @@ def _train_and_finish(trainer: Trainer) -> Path:
             results = finish(trainer)
     except Diverged as err:
         if main:
-            write_results(run_dir, {**results_header(cfg), "status": "diverged", "error": str(err),
+            write_results(run_dir, {**header, "status": "diverged", "error": str(err),
                                     "collapsed": False})
         raise
     except (Preempted, UserError):
         raise
     except Exception as err:  # a crash (out of memory, a bug): marked so compare/status show it; resume retries
         if main:
-            write_results(run_dir, {**results_header(cfg), "status": "failed",
+            write_results(run_dir, {**header, "status": "failed",
                                     "error": f"{type(err).__name__}: {err}"[:500]})
         raise
     write_results(run_dir, results)  # a stop signal from here on ends nothing: the run is done
@@ -147,7 +148,7 @@ def finish(trainer: Trainer) -> dict:
     cfg = trainer.cfg
     start = time.perf_counter()
     evaluation = evaluate_run(trainer) if cfg.eval.enabled else {}
-    results = {**results_header(cfg), "status": "finished", **evaluation}
+    results = {**results_header(cfg, trainer.steps_per_epoch), "status": "finished", **evaluation}
     last = trainer.rows[-1]
     results.update({"wall_s": round(trainer.elapsed, 2), "eval_s": round(time.perf_counter() - start, 2),
                     "images_per_s": round(trainer.step * trainer.global_batch / max(trainer.elapsed, 1e-9), 1),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -24,12 +25,12 @@ from ssl_zoo.evaluation import monitors
 from ssl_zoo.evaluation.finetune import check_data as check_finetune_data
 from ssl_zoo.evaluation.finetune import evaluate_finetune
 from ssl_zoo.evaluation.frozen import FeatureCache, evaluate_backbone, evaluate_method
-from ssl_zoo.runs.checkpoint import load_checkpoint
+from ssl_zoo.runs.checkpoint import checkpoint_stamp, load_checkpoint
 from ssl_zoo.runs.config_file import config_or_problem
 from ssl_zoo.runs.identity import results_header
-from ssl_zoo.runs.layout import CONFIG
+from ssl_zoo.runs.layout import CONFIG, RESULTS
 from ssl_zoo.runs.results_file import results_or_problem, write_results
-from ssl_zoo.runs.runlock import acquire
+from ssl_zoo.runs.runlock import acquire, refuse_if_held
 from ssl_zoo.train.build import build_method, pick_device
 from ssl_zoo.train.schedule import run_length
 
@@ -158,21 +159,52 @@ def stale(key: str, earlier, fresh: dict, same_step: bool) -> bool:
     return key in ("projector", "random_init", "raw_pixels") and not same_probes(earlier, fresh)
 
 
+@dataclass
+class _Ready:
+    """A run checked and loaded for evaluation, before its lock is taken."""
+    cfg: DictConfig
+    previous: dict  # its results.json ({} when none)
+    device: object
+    state: dict  # the newest checkpoint
+    data: DataSource
+    method: nn.Module  # with the checkpoint's weights, on the CPU
+    stamp: tuple  # the run's files as they were when read
+
+
 def evaluate_run_dir(run_dir: Path, overrides: list[str] = ()) -> dict:
     """Evaluates the newest checkpoint of a run directory and merges the numbers into its results.json, holding
     the run's lock (`ssl-zoo eval` and api.evaluate alike: a run that is training is refused in one line).
-    A run without results.json is 'unfinished' unless its checkpoint is at the last step."""
+    A run without results.json is 'unfinished' unless its checkpoint is at the last step.
+    Everything a user can get wrong is checked before the lock is taken: a refused evaluation writes nothing,
+    not even run.lock."""
+    start = time.perf_counter()
+    refuse_if_held(run_dir)  # first, as before: a run in training is named as such, not by what it lacks yet
+    ready = _prepare(run_dir, list(overrides))
     lock = acquire(run_dir, "ssl-zoo eval", create=False, leave_as_found=True)
     try:
-        return _evaluate_run_dir(run_dir, overrides)
+        if _files_stamp(run_dir) != ready.stamp:  # written between the checks and the lock: read it again
+            ready = _prepare(run_dir, list(overrides))
+        return _evaluate(run_dir, ready, start)
     finally:
         lock.release()
 
 
-def _evaluate_run_dir(run_dir: Path, overrides: list[str]) -> dict:
+def _files_stamp(run_dir: Path) -> tuple:
+    stamp = []
+    for name in (CONFIG, RESULTS):
+        try:
+            st = (run_dir / name).stat()
+        except OSError:
+            continue
+        stamp.append((name, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(stamp) + checkpoint_stamp(run_dir)
 
-    start = time.perf_counter()
-    cfg = apply_overrides(load_run_config(run_dir), list(overrides))
+
+def _prepare(run_dir: Path, overrides: list[str]) -> _Ready:
+    """Every check of `ssl-zoo eval` that can fail (config, overrides, results.json, checkpoint, data, probe
+    sizes, weights that fit the config), without writing anything."""
+    stamp = _files_stamp(run_dir)
+    cfg = apply_overrides(load_run_config(run_dir), overrides)
     check_finetune_data(cfg)
     if not os.access(run_dir, os.W_OK | os.X_OK):  # before minutes of probes whose results could not be kept
         raise UserError(f"cannot write to {run_dir} (read-only or permission denied): evaluating it would lose "
@@ -180,7 +212,6 @@ def _evaluate_run_dir(run_dir: Path, overrides: list[str]) -> dict:
     previous, problem = results_or_problem(run_dir)
     if problem:
         raise UserError(f"{problem}; move it away to evaluate the run again (it is never overwritten)")
-    previous = previous or {}
     device = pick_device(cfg)
     state = load_checkpoint(run_dir)
     if state is None:
@@ -192,22 +223,28 @@ def _evaluate_run_dir(run_dir: Path, overrides: list[str]) -> dict:
         method.load_state_dict(state["method"])
     except (KeyError, RuntimeError) as err:
         raise UserError(f"the checkpoint in {run_dir} does not fit its config.yaml ({type(err).__name__})") from err
-    method.to(device)
+    return _Ready(cfg, previous or {}, device, state, data, method, stamp)
+
+
+def _evaluate(run_dir: Path, ready: _Ready, start: float) -> dict:
+    cfg, previous, state, data = ready.cfg, ready.previous, ready.state, ready.data
+    method = ready.method.to(ready.device)
     rows, step = list(state.get("rows", [])), int(state["step"])
-    total = run_length(cfg, data.num_pretrain_images // int(cfg.trainer.batch_size))
+    steps_per_epoch = data.num_pretrain_images // int(cfg.trainer.batch_size)
+    total = run_length(cfg, steps_per_epoch)
     status = previous.get("status")
     if status in (None, "unfinished", "failed"):  # a crash after the last step (in evaluation) ends here
         status = "finished" if step >= total else "unfinished"
         previous.pop("error", None)
     same_step = previous.get("evaluated_step", total if previous.get("status") == "finished" else None) == step
-    results = {**previous, **results_header(cfg), "status": status}
+    results = {**previous, **results_header(cfg, steps_per_epoch), "status": status}
     if "wall_s" not in previous or status == "unfinished":  # training numbers from the checkpoint
         elapsed = float(state.get("elapsed", 0.0))
         results.update({"wall_s": round(elapsed, 2),
                         "images_per_s": round(step * int(cfg.trainer.batch_size) / max(elapsed, 1e-9), 1)})
         if rows:
             results.update(monitors.final_collapse(cfg, rows[-1]))  # `collapsed` and the last collapse metrics
-    fresh = evaluate_trained(method, data, cfg, device, run_dir, rows)
+    fresh = evaluate_trained(method, data, cfg, ready.device, run_dir, rows)
     results.update(fresh)
     for key in [k for k in results if k not in fresh and stale(k, results[k], fresh, same_step)]:
         del results[key]

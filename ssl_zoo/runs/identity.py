@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -53,7 +54,14 @@ def run_dir_for(cfg: DictConfig) -> Path:
     return absolute(str(cfg.out_dir)) / name
 
 
-def results_header(cfg: DictConfig) -> dict:
-    """What every results.json starts with, whatever the run's status."""
-    return {"method": cfg.method.name, "ablation": cfg.ablation.name, "data": cfg.data.name,
-            "encoder": encoder_label(cfg), "epochs": int(cfg.trainer.epochs), "seed": int(cfg.seed)}
+def results_header(cfg: DictConfig, steps_per_epoch: int | None = None) -> dict:
+    """What every results.json starts with, whatever the run's status. "epochs" counts the epochs the run trains,
+    as metrics.csv numbers them: a run set by trainer.steps (trainer.epochs then unused) also records "steps" and
+    "steps_per_epoch", so a partial last epoch reads plainly."""
+    header = {"method": cfg.method.name, "ablation": cfg.ablation.name, "data": cfg.data.name,
+              "encoder": encoder_label(cfg), "epochs": int(cfg.trainer.epochs), "seed": int(cfg.seed)}
+    steps = cfg.trainer.get("steps")
+    if steps is not None and steps_per_epoch:
+        header.update(epochs=math.ceil(int(steps) / steps_per_epoch), steps=int(steps),
+                      steps_per_epoch=int(steps_per_epoch))
+    return header

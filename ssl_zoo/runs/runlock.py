@@ -49,6 +49,11 @@ def _describe(info: dict | None) -> str:
     return f"pid {info['pid']} on {info.get('host', '?')} ({info.get('command', 'ssl-zoo')}{since})"
 
 
+def _in_use(run_dir: Path, info: dict | None) -> str:
+    return (f"{run_dir} is in use by {_describe(info)}: one process at a time may write a run; wait for it to end "
+            "or stop it (the same command then resumes the run)")
+
+
 def _read_info(path: Path) -> dict | None:
     try:
         with open(path, "rb") as f:
@@ -119,8 +124,7 @@ def acquire(run_dir: Path, command: str, create: bool = True, leave_as_found: bo
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise RunInUse(f"{run_dir} is in use by {_describe(_read_info(path))}: one process at a time may write "
-                           "a run; wait for it to end or stop it (the same command then resumes the run)") from None
+            raise RunInUse(_in_use(run_dir, _read_info(path))) from None
         except OSError as err:
             os.close(fd)
             if err.errno not in NO_LOCKS:
@@ -168,3 +172,11 @@ def holder(run_dir: Path) -> dict | None:
     finally:
         os.close(fd)  # also drops the shared lock just taken
     return None
+
+
+def refuse_if_held(run_dir: Path) -> None:
+    """RunInUse (the message acquire gives) when another process holds the run now. Writes nothing: a verb asks
+    first, then checks everything else, and takes the lock last, so that a refused command leaves no trace."""
+    info = holder(run_dir)
+    if info is not None:
+        raise RunInUse(_in_use(run_dir, info))

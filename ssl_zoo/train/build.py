@@ -86,7 +86,7 @@ def build_trainer(cfg: DictConfig, data: DataSource, run_dir: Path) -> Trainer:
     compiled_views = compile_parts(method, views, str(t.compile_mode)) if t.compile else None
     held_out = data.test_x[: int(cfg.monitor.num_images)].to("cpu")  # streamed images are decoded here, once
     monitor = EpochMonitor(held_out, views, int(cfg.data.image_size), cfg.data.mean, cfg.data.std, int(cfg.seed),
-                           device)
+                           device, batch_size=int(t.batch_size))
     settings = TrainSettings(
         seed=int(cfg.seed), batch_size=int(t.batch_size), schedule=schedule,
         grad_clip=float(t.grad_clip) if t.grad_clip else None,

@@ -80,7 +80,7 @@ class Trainer:
         self.host_sums: dict[str, float] = {}  # python-number logs (lr, tau, ...): summed here, no device copy
         self.stop_requested = False  # set at a step boundary, by every rank at the same step
         self.tracker = None  # created on first use
-        self.stop_code = 0  # set by the signal handler: 1 SIGTERM, 2 SIGUSR2
+        self.stop_code = 0  # set by the signal handler: 1 SIGTERM or Ctrl-C, 2 SIGUSR2
         self.keep_previous = True  # False after resuming from prev.pt: never rotate an unreadable last.pt into it
 
     # --- checkpoints -------------------------------------------------------------------------------------
@@ -133,11 +133,11 @@ class Trainer:
             raise Diverged(f"weights are not finite at step {self.step}, epoch {epoch}")
 
     # --- the loop ----------------------------------------------------------------------------------------
-    def _request_stop(self, signum, frame) -> None:
-        self.stop_code = max(self.stop_code, STOP_SIGNALS.index(signum) + 1)
+    def _request_stop(self, signum, frame) -> None:  # Ctrl-C as SIGTERM; a second Ctrl-C aborts at once
+        self.stop_code = stopping.received(signum, self.stop_code)
 
     def fit(self) -> None:
-        handlers = {s: signal.signal(s, self._request_stop) for s in STOP_SIGNALS}
+        handlers = stopping.install(self._request_stop)
         self.stop_code = max(self.stop_code, stopping.code())  # one received during set-up: stop at the first step
         try:
             self._fit()

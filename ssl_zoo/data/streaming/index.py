@@ -1,4 +1,5 @@
-"""One row per sample (file or tar shard, byte offset, size, label), built once and cached as .npy files.
+"""One row per sample (file or tar shard, byte offset, size, label), built once and cached as .npy files
+(index_cache.py).
 
 The rows live in a numpy structured array (memory-mapped when loaded from the cache), never in Python lists of
 tuples: DataLoader workers forked from the trainer then share the pages instead of copying them as Python's
@@ -10,8 +11,6 @@ Layouts: `folder` (root/<split>/<class>/**/<image>, class ids from the sorted cl
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import tarfile
 from dataclasses import dataclass
@@ -20,8 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from ssl_zoo.common.errors import UserError
+from ssl_zoo.data.streaming import index_cache
 
-FORMAT = 1  # bump when the cached files change meaning: older caches are then rebuilt
+default_cache_dir = index_cache.default_cache_dir  # callers import it from here
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
 TAR_IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 ROW = np.dtype([("file", "<i4"), ("offset", "<i8"), ("size", "<i8"), ("label", "<i4")])  # size -1: whole file
@@ -51,21 +52,6 @@ def _pack_names(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(e) for e in encoded])
     return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets
-
-
-# --- signatures: what must change for a cached index to be stale ----------------------------------------------
-def _listing(folder: Path) -> list:
-    """(name, size, mtime) of each entry of a folder: a class folder's mtime changes when files are added,
-    removed or renamed in it; a shard's size or mtime when it is rewritten."""
-    out = []
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        st = entry.stat()
-        out.append((entry.name, st.st_size, st.st_mtime_ns))
-    return out
-
-
-def signature(split_dir: Path) -> str:
-    return hashlib.sha1(json.dumps([FORMAT, _listing(split_dir)]).encode()).hexdigest()
 
 
 # --- building ---------------------------------------------------------------------------------------------
@@ -161,71 +147,29 @@ def build_webdataset_index(split_dir: Path) -> Index:
     return Index(split_dir, "webdataset", [], array, blob, offsets)
 
 
-# --- the cache --------------------------------------------------------------------------------------------
-def default_cache_dir() -> Path:
-    base = os.environ.get("SSL_ZOO_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME")
-                                                           or os.path.expanduser("~/.cache"), "ssl-zoo")
-    return Path(base) / "index"
-
-
-def _cache_folder(cache_dir: Path, split_dir: Path, layout: str, classes: list[str] | None) -> Path:
-    key = json.dumps([str(split_dir.resolve()), layout, classes])
-    return cache_dir / hashlib.sha1(key.encode()).hexdigest()[:16]
-
-
-def _load_cached(folder: Path, sig: str, split_dir: Path) -> Index | None:
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("signature") != sig:
-            return None
-        arrays = {k: np.load(folder / f"{k}.npy", mmap_mode="r") for k in ("rows", "names", "name_offsets")}
-    except (OSError, ValueError):
-        return None
-    return Index(split_dir, meta["layout"], list(meta["classes"]), arrays["rows"], arrays["names"],
-                 arrays["name_offsets"])
-
-
-def _save(folder: Path, index: Index, sig: str) -> None:
-    """Written to a temporary folder and renamed: a reader never sees half an index. A cache that cannot be
-    written (read-only home) only costs the next start a rebuild."""
-    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
-    try:
-        tmp.mkdir(parents=True, exist_ok=True)
-        for key in ("rows", "names", "name_offsets"):
-            np.save(tmp / f"{key}.npy", np.asarray(getattr(index, key)))
-        meta = {"signature": sig, "layout": index.layout, "classes": index.classes, "count": len(index),
-                "split_dir": str(index.split_dir)}
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        if folder.exists():
-            for f in folder.iterdir():
-                f.unlink()
-            folder.rmdir()
-        tmp.rename(folder)
-    except OSError:
-        for f in tmp.glob("*"):
-            f.unlink(missing_ok=True)
-        if tmp.exists():
-            tmp.rmdir()
-
-
 def load_index(split_dir: Path, layout: str, cache_dir: Path | None, classes: list[str] | None = None,
                is_train: bool = True) -> Index:
-    """The split's index from the cache when the folder is unchanged, else built (and cached)."""
+    """The split's index from the cache when the folder is unchanged and the cache fits, else built (and
+    cached)."""
     try:
-        sig = signature(split_dir)
+        sig = index_cache.signature(split_dir, layout)
     except OSError as err:
-        raise UserError(f"cannot read {split_dir}: {err.strerror}") from err
-    folder = _cache_folder(cache_dir, split_dir, layout, classes) if cache_dir is not None else None
+        raise UserError(f"cannot read {err.filename or split_dir}: {err.strerror}") from err
+    folder = index_cache.cache_folder(cache_dir, split_dir, layout, classes) if cache_dir is not None else None
     if folder is not None:
-        cached = _load_cached(folder, sig, split_dir)
+        cached = index_cache.read_cached(folder, sig, layout, classes, ROW)
         if cached is not None:
-            return cached
+            meta, arrays = cached
+            return Index(split_dir, layout, list(meta["classes"]), arrays["rows"], arrays["names"],
+                         arrays["name_offsets"])
     if layout == "folder":
         index = build_folder_index(split_dir, classes, is_train)
     else:
         index = build_webdataset_index(split_dir)
     if folder is not None:
-        _save(folder, index, sig)
+        arrays = {"rows": index.rows, "names": index.names, "name_offsets": index.name_offsets}
+        index_cache.save(folder, arrays, {"signature": sig, "layout": index.layout, "classes": index.classes,
+                                          "count": len(index), "split_dir": str(index.split_dir)})
     return index
 
 
