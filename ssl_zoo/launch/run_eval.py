@@ -25,7 +25,7 @@ from ssl_zoo.evaluation import monitors
 from ssl_zoo.evaluation.finetune import check_data as check_finetune_data
 from ssl_zoo.evaluation.finetune import evaluate_finetune
 from ssl_zoo.evaluation.frozen import FeatureCache, evaluate_backbone, evaluate_method
-from ssl_zoo.runs.checkpoint import checkpoint_stamp, load_checkpoint
+from ssl_zoo.runs.checkpoint import checkpoint_stamp, files_stamp, load_checkpoint
 from ssl_zoo.runs.config_file import config_or_problem
 from ssl_zoo.runs.identity import results_header
 from ssl_zoo.runs.layout import CONFIG, RESULTS
@@ -190,14 +190,7 @@ def evaluate_run_dir(run_dir: Path, overrides: list[str] = ()) -> dict:
 
 
 def _files_stamp(run_dir: Path) -> tuple:
-    stamp = []
-    for name in (CONFIG, RESULTS):
-        try:
-            st = (run_dir / name).stat()
-        except OSError:
-            continue
-        stamp.append((name, st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(stamp) + checkpoint_stamp(run_dir)
+    return files_stamp(run_dir, (CONFIG, RESULTS)) + checkpoint_stamp(run_dir)
 
 
 def _prepare(run_dir: Path, overrides: list[str]) -> _Ready:

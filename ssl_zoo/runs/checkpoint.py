@@ -110,14 +110,19 @@ def load_checkpoint(run_dir: Path) -> dict | None:
     return None if found is None else found[0]
 
 
-def checkpoint_stamp(run_dir: Path) -> tuple:
-    """Identity of the checkpoint files (inode, size, mtime): a start compares it before and after it takes the
-    run's lock to know whether another process wrote one in between."""
+def files_stamp(run_dir: Path, names) -> tuple:
+    """Identity of some files of a run (inode, size, mtime; missing ones left out): a verb compares it before and
+    after it takes the run's lock to know whether another process wrote one in between."""
     stamp = []
-    for name in (LAST, PREVIOUS):
+    for name in names:
         try:
-            st = (run_dir / CHECKPOINTS / name).stat()
+            st = (run_dir / name).stat()
         except OSError:
             continue
         stamp.append((name, st.st_ino, st.st_size, st.st_mtime_ns))
     return tuple(stamp)
+
+
+def checkpoint_stamp(run_dir: Path) -> tuple:
+    """files_stamp of the checkpoint files."""
+    return files_stamp(run_dir, (f"{CHECKPOINTS}/{LAST}", f"{CHECKPOINTS}/{PREVIOUS}"))
