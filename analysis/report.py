@@ -1,5 +1,5 @@
-"""The collapse report of a sweep directory: results table, the papers' findings next to ours, all plots, as one
-HTML page and the same in markdown.
+"""The collapse report of a sweep directory: results table, the papers' findings next to ours, which label-free
+metric tracks the probe (analysis/metric_correlation.py), all plots, as one HTML page and the same in markdown.
 
 Runs are gathered with analysis/results.py (every run directory below the sweep, whatever its state); the collapse
 fields come from each run's results.json (`collapsed` by ssl_zoo.evaluation.monitors.COLLAPSE_RULE and the final metrics),
@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from ssl_zoo.analysis import collapse_plots
+from ssl_zoo.analysis import collapse_plots, metric_correlation, predictor_plots
 from ssl_zoo.analysis.compare_plots import draw, epochs_text
+from ssl_zoo.analysis.predictor_claims import claims_table
 from ssl_zoo.analysis.results import gather_runs, usable_metrics
 from ssl_zoo.common.errors import UserError
 from ssl_zoo.evaluation.monitors import COLLAPSE_RULE
@@ -58,16 +59,27 @@ PAPER: dict[tuple[str, str], tuple[str, bool | None]] = {
     ("swav", "no_queue"): ("learns; the queue matters only when the batch is small for the prototypes", False),
     ("barlow", "none"): ("learns (ImageNet 73.2%)", False),
     ("barlow", "no_redundancy"): ("learns, worse: 57.3% vs 71.4% with the invariance term only (Table 3)", False),
+    # Tian, Chen & Ganguli 2021 and its ReScience C 2022 reproduction (CIFAR-10, BYOL)
+    ("byol", "predictor_linear"): ("learns with a trained linear predictor (CIFAR-10: 84.2%)", False),
+    ("byol", "predictor_directpred"): ("learns, as a trained linear predictor does (CIFAR-10: 83.3%)", False),
+    ("byol", "predictor_linear_no_wd"): ("alignment of W_p with F weaker or slower (no number)", None),
+    ("byol", "predictor_linear_lr_x10"): ("a higher predictor lr helps (no number)", None),
+    ("simsiam", "predictor_directpred"): ("learns (DirectPred also trains SimSiam)", False),
+    ("simsiam", "predictor_linear"): ("a symmetric linear predictor without EMA collapses unless its lr and weight "
+                                      "decay exceed the encoder's (ReScience); unconstrained: no verdict", None),
 }
 
 FINAL = ["z_std", "z_std_ref", "effective_rank", "backbone_z_std", "backbone_z_std_ref", "backbone_effective_rank",
-         "alignment", "uniformity", "backbone_alignment", "backbone_uniformity", "teacher_entropy",
+         "alignment", "uniformity", "backbone_alignment", "backbone_uniformity", "alpha_req", "backbone_alpha_req",
+         "lidar", "backbone_lidar", "teacher_entropy",
          "kl_teacher_student", "collapse_reason"]
 PLOTS = [("collapse_heatmap.png", "Linear top-1 per method and ablation, collapsed runs boxed"),
          ("collapse_z_std.png", "z_std per epoch with the healthy 1/√d"),
          ("collapse_effective_rank.png", "Effective rank (RankMe) per epoch"),
          ("collapse_spectra.png", "Final covariance spectra"),
-         ("collapse_dino.png", "DINO teacher entropy and KL(teacher‖student)")]
+         ("collapse_dino.png", "DINO teacher entropy and KL(teacher‖student)"),
+         ("predictor_alignment.png", "Linear predictor: alignment of W_p with F and asymmetry per epoch")]
+TRACKS = ("metric_vs_probe.png", "Label-free metrics at the final epoch vs linear top-1")
 
 
 def _results(run_dir: str) -> dict:
@@ -166,7 +178,7 @@ def results_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "method": runs["method"], "ablation": runs["ablation"], "seed": runs["seed"].astype("Int64"),
         "status": runs["status"], "epochs": runs["epochs_done"].astype("Int64"),
-        "linear top-1": [_fmt(v, 1) for v in runs["linear_top1"]], "kNN top-1": [_fmt(v, 1) for v in runs["knn_top1"]],
+        "linear (L-BFGS) top-1": [_fmt(v, 1) for v in runs["linear_top1"]], "kNN top-1": [_fmt(v, 1) for v in runs["knn_top1"]],
         "z_std (proj)": [_fmt(v) for v in runs["z_std"]], "1/√d": [_fmt(v) for v in runs["z_std_ref"]],
         "eff. rank (proj)": [_fmt(v, 1) for v in runs["effective_rank"]],
         "z_std (backbone)": [_fmt(v) for v in runs["backbone_z_std"]],
@@ -247,14 +259,19 @@ def write_report(sweep_dir: Path, out_dir: Path, skipped: list[str] | None = Non
                                                              runs["seed"].iloc[i]))]
     table = results_table(runs)
     paper, differs = paper_table(runs)
+    tracks, final, correlations = metric_correlation.section(runs)
+    claims = claims_table(runs, metrics)  # the predictor study's paper claims (empty without its runs)
     out_dir = output_folder(out_dir, "--out")
     drawn = {name: draw(plot, out_dir / name, skipped) for name, plot in (
         ("collapse_heatmap.png", lambda path: collapse_plots.plot_heatmap(runs, path)),
         ("collapse_z_std.png", lambda path: collapse_plots.plot_z_std(metrics, path)),
         ("collapse_effective_rank.png", lambda path: collapse_plots.plot_effective_rank(metrics, path)),
         ("collapse_spectra.png", lambda path: collapse_plots.plot_spectra(spectra, path)),
-        ("collapse_dino.png", lambda path: collapse_plots.plot_dino(metrics, runs, path)))}
+        ("collapse_dino.png", lambda path: collapse_plots.plot_dino(metrics, runs, path)),
+        ("predictor_alignment.png", lambda path: predictor_plots.plot_alignment(metrics, path)),
+        (TRACKS[0], lambda path: metric_correlation.plot_scatter(final, correlations, path)))}
     plots = [(name, caption) for name, caption in PLOTS if drawn.get(name)]
+    tracks_plot = [TRACKS] if drawn.get(TRACKS[0]) else []
     atomic_write_text(out_dir / "collapse_runs.csv", runs.to_csv(index=False))
     wall = pd.to_numeric(runs["wall_s"], errors="coerce").sum()
     head = {"sweep": str(sweep_dir), "runs": f"{len(runs)} ({', '.join(f'{n} {s}' for s, n in runs['status'].value_counts().items())})",
@@ -267,16 +284,32 @@ def write_report(sweep_dir: Path, out_dir: Path, skipped: list[str] | None = Non
           "## Results", "", table.to_markdown(index=False), "",
           "z_std and effective rank on the held-out images at the end (projector output unless marked backbone); "
           "alignment / uniformity of the projector output on two augmented views of them; teacher entropy and "
-          "KL: means over the last epoch's training steps.", "", "## Plots", ""]
+          "KL: means over the last epoch's training steps.", "", "## Which metric tracks the probe", "", tracks,
+          *[f"![{caption}]({name})\n" for name, caption in tracks_plot], *_claims_md(claims), "## Plots", ""]
     md += [f"### {caption}\n\n![{caption}]({name})\n" for name, caption in plots]
     md_path, html_path = out_dir / "report.md", out_dir / "report.html"
     atomic_write_text(md_path, "\n".join(md) + "\n")
-    atomic_write_text(html_path, _html(head, paper, diff_text, table, plots))
+    atomic_write_text(html_path, _html(head, paper, diff_text, table, plots, (correlations, tracks_plot), claims))
     return md_path, html_path
 
 
-def _html(head: dict, paper: pd.DataFrame, differs: list[str], table: pd.DataFrame, plots) -> str:
+CLAIMS_TITLE = "The predictor (Tian, Chen & Ganguli 2021): paper claims"
+
+
+def _claims_md(claims: pd.DataFrame) -> list[str]:
+    return [] if claims.empty else [f"## {CLAIMS_TITLE}", "", claims.to_markdown(index=False), ""]
+
+
+def _html(head: dict, paper: pd.DataFrame, differs: list[str], table: pd.DataFrame, plots, tracks,
+          claims: pd.DataFrame) -> str:
     esc = html.escape
+    correlations, tracks_plot = tracks
+    tracks_body = (f"<p>{esc(metric_correlation.NOTE)}</p>"
+                   + correlations.to_html(index=False, border=0, float_format=lambda v: f"{v:.3f}", na_rep="–")
+                   if metric_correlation.enough(correlations) else
+                   f"<p>{esc(metric_correlation.markdown(correlations))}</p>") + "".join(
+        f'<figure><img src="{esc(n)}" alt="{esc(c)}"><figcaption>{esc(c)}</figcaption></figure>'
+        for n, c in tracks_plot)
     items = "".join(f"<li><b>{esc(k)}</b>: {esc(str(v))}</li>" for k, v in head.items())
     figs = "".join(f'<figure><img src="{esc(n)}" alt="{esc(c)}"><figcaption>{esc(c)}</figcaption></figure>'
                    for n, c in plots)
@@ -291,6 +324,8 @@ img{{max-width:100%;border:1px solid #ddd}}figure{{margin:1.5em 0}}figcaption{{f
 <h2>Paper vs here</h2>{paper.to_html(index=False, border=0)}
 <p>Where this small-scale study differs from the paper:</p><ul>{''.join(f'<li>{esc(d)}</li>' for d in differs)}</ul>
 <h2>Results</h2>{table.to_html(index=False, border=0)}
+<h2>Which metric tracks the probe</h2>{tracks_body}
+{"" if claims.empty else f"<h2>{esc(CLAIMS_TITLE)}</h2>" + claims.to_html(index=False, border=0)}
 <h2>Plots</h2>{figs}</body></html>
 """
 

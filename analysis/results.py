@@ -27,11 +27,13 @@ SETTING = ["data", "encoder", "method", "ablation", "epochs"]  # with `variant`,
 FINETUNE = {"100%": "finetune_top1", "10%": "finetune_10pct_top1", "1%": "finetune_1pct_top1"}
 METRICS = ["knn_top1", "linear_top1", "linear_top5", "proj_knn_top1", "proj_linear_top1", "random_init_knn_top1",
            "random_init_linear_top1", "online_probe_acc", "wall_s", "images_per_s", "eval_s", *FINETUNE.values()]
-RUN_COLUMNS = [*SETTING, "seed", "variant", "status", "epochs_done", *METRICS, "linear_protocol", "collapsed", "note",
-               "run_dir"]
-# eval.protocol=sgd's linear top-1 (SGD on crop + flip views) is another number than the L-BFGS probe's: such runs
-# form their own setting, named by this suffix, so the two are never averaged together or shown unlabelled.
-SGD_SUFFIX = " (linear: sgd)"
+# eval.protocol=sgd's linear evaluation (SGD on crop + flip views) gives other numbers than the L-BFGS probe's
+# linear_top1 (results_file reads older files, which held them in linear_top1, into these keys too). They are
+# averaged and shown per SGD budget (linear_sgd_epochs), never in the L-BFGS probe's columns.
+SGD_METRICS = ["linear_sgd_top1", "linear_sgd_top5", "random_init_linear_sgd_top1"]
+RUN_COLUMNS = [*SETTING, "seed", "variant", "status", "epochs_done", *METRICS, *SGD_METRICS, "linear_sgd_epochs",
+               "collapsed", "note", "run_dir"]
+LBFGS, SGD = "linear (L-BFGS)", "linear (SGD, {} ep)"  # how the tables name each protocol's columns
 
 
 def usable_metrics(run_dir: Path, skipped: list[str] | None = None) -> pd.DataFrame | None:
@@ -91,12 +93,14 @@ def run_row(run_dir: Path, skipped: list[str] | None = None) -> tuple[dict, dict
         return row, identity
     row["status"] = str(res.get("status") or "unknown")
     row.update(_length(cfg, res, row))
-    for key in ("knn_top1", "linear_top1", "linear_top5", "online_probe_acc", "wall_s", "images_per_s", "eval_s",
-                "collapsed", "epochs_done", "linear_protocol"):
+    for key in ("knn_top1", "linear_top1", "linear_top5", "linear_sgd_top1", "linear_sgd_top5", "online_probe_acc",
+                "wall_s", "images_per_s", "eval_s", "collapsed", "epochs_done"):
         if res.get(key) is not None:
             row[key] = res[key]
+    if isinstance(res.get("linear_sgd"), dict):  # the SGD budget its numbers were scored with
+        row["linear_sgd_epochs"] = res["linear_sgd"].get("epochs")
     for prefix, part in (("proj_", res.get("projector") or {}), ("random_init_", res.get("random_init") or {})):
-        for key in ("knn_top1", "linear_top1"):
+        for key in ("knn_top1", "linear_top1", "linear_sgd_top1"):
             if part.get(key) is not None:
                 row[prefix + key] = part[key]
     for key, column in FINETUNE.items():
@@ -136,8 +140,7 @@ def gather_runs(paths: list[str | Path], skipped: list[str] | None = None) -> pd
         first = next(row["note"] for row, _ in pairs)
         raise UserError(f"no usable run below {where}: all {len(pairs)} unreadable (first: {first})")
     df = pd.DataFrame([row for row, _ in pairs]).reindex(columns=RUN_COLUMNS)
-    df["label"] = [label + SGD_SUFFIX if protocol == "sgd" else label
-                   for label, protocol in zip(_labels(df, [identity for _, identity in pairs]), df["linear_protocol"])]
+    df["label"] = _labels(df, [identity for _, identity in pairs])
     return df.sort_values(["data", "encoder", "label", "epochs", "seed"], na_position="last").reset_index(drop=True)
 
 
@@ -173,11 +176,31 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
                    seeds=",".join(str(int(s)) for s in sorted(group["seed"].dropna())),
                    status=", ".join(f"{c} {s}" for s, c in group["status"].value_counts().items()))
         for m in METRICS:
-            vals = pd.to_numeric(done[m], errors="coerce").dropna()
-            row[f"{m}_mean"] = vals.mean() if len(vals) else np.nan
-            row[f"{m}_std"] = vals.std(ddof=1) if len(vals) > 1 else np.nan
+            row.update(_mean_std(done[m], m))
+        for epochs in sgd_budgets(runs):  # one set of SGD columns per budget: 5 and 100 epochs never averaged
+            scored = done[pd.to_numeric(done["linear_sgd_epochs"], errors="coerce") == epochs]
+            for m in SGD_METRICS:
+                row.update(_mean_std(scored[m], sgd_column(m, epochs)))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def sgd_budgets(runs: pd.DataFrame) -> list[int]:
+    """The eval.epochs of the SGD linear evaluations among the runs (none when no run was scored with it)."""
+    if "linear_sgd_epochs" not in runs:
+        return []
+    return sorted({int(e) for e in pd.to_numeric(runs["linear_sgd_epochs"], errors="coerce").dropna()})
+
+
+def sgd_column(metric: str, epochs: int) -> str:
+    """The summary's name of an SGD metric at one budget: linear_sgd_top1 at 5 epochs -> linear_sgd_5ep_top1."""
+    return metric.replace("linear_sgd_", f"linear_sgd_{epochs}ep_")
+
+
+def _mean_std(values: pd.Series, name: str) -> dict:
+    vals = pd.to_numeric(values, errors="coerce").dropna()
+    return {f"{name}_mean": vals.mean() if len(vals) else np.nan,
+            f"{name}_std": vals.std(ddof=1) if len(vals) > 1 else np.nan}
 
 
 def _pm(mean: float, std: float, digits: int = 2) -> str:
@@ -186,39 +209,62 @@ def _pm(mean: float, std: float, digits: int = 2) -> str:
     return f"{mean:.{digits}f}" if std != std else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+def _column(summary: pd.DataFrame, name: str, digits: int = 2) -> list[str]:
+    return [_pm(m, sd, digits) for m, sd in zip(summary[f"{name}_mean"], summary[f"{name}_std"])]
+
+
+def _sgd_columns(summary: pd.DataFrame, budgets: list[int]) -> dict[str, list[str]]:
+    """The SGD linear evaluation's columns, one set per budget, each header naming protocol and epochs."""
+    out = {}
+    for epochs in budgets:
+        name = SGD.format(epochs)
+        out.update({f"{name} top-1": _column(summary, sgd_column("linear_sgd_top1", epochs)),
+                    f"{name} top-5": _column(summary, sgd_column("linear_sgd_top5", epochs)),
+                    f"random-init {name}": _column(summary, sgd_column("random_init_linear_sgd_top1", epochs))})
+    return out
+
+
 def markdown_tables(runs: pd.DataFrame, summary: pd.DataFrame) -> str:
-    """The summary over seeds, then every run with its status."""
+    """The summary over seeds, then every run with its status. Every linear column names its protocol."""
+    budgets = sgd_budgets(runs)
     show = pd.DataFrame({
         "data": summary["data"], "encoder": summary["encoder"], "method": summary["label"],
         "epochs": summary["epochs"], "n": summary["n"].astype(str) + "/" + summary["runs"].astype(str),
-        "kNN top-1": [_pm(m, s) for m, s in zip(summary["knn_top1_mean"], summary["knn_top1_std"])],
-        "linear top-1": [_pm(m, s) for m, s in zip(summary["linear_top1_mean"], summary["linear_top1_std"])],
-        "linear top-5": [_pm(m, s) for m, s in zip(summary["linear_top5_mean"], summary["linear_top5_std"])],
-        "projector linear": [_pm(m, s) for m, s in zip(summary["proj_linear_top1_mean"],
-                                                       summary["proj_linear_top1_std"])],
-        "random-init linear": [_pm(m, s) for m, s in zip(summary["random_init_linear_top1_mean"],
-                                                         summary["random_init_linear_top1_std"])],
-        "online probe†": [_pm(m, s) for m, s in zip(summary["online_probe_acc_mean"], summary["online_probe_acc_std"])],
-        **{f"fine-tune {key}": [_pm(m, s) for m, s in zip(summary[f"{col}_mean"], summary[f"{col}_std"])]
+        "kNN top-1": _column(summary, "knn_top1"),
+        f"{LBFGS} top-1": _column(summary, "linear_top1"),
+        f"{LBFGS} top-5": _column(summary, "linear_top5"),
+        f"projector {LBFGS}": _column(summary, "proj_linear_top1"),
+        f"random-init {LBFGS}": _column(summary, "random_init_linear_top1"),
+        **_sgd_columns(summary, budgets),
+        "online probe†": _column(summary, "online_probe_acc"),
+        **{f"fine-tune {key}": _column(summary, col)
            for key, col in FINETUNE.items() if summary[f"{col}_mean"].notna().any()},  # eval.protocol=finetune
-        "pretrain s": [_pm(m, s, 0) for m, s in zip(summary["wall_s_mean"], summary["wall_s_std"])],
+        "pretrain s": _column(summary, "wall_s", 0),
         "images/s": [_pm(m, float("nan"), 0) for m in summary["images_per_s_mean"]],
         "status": summary["status"],
     })
     per_run = runs.assign(epochs=runs["epochs"].astype("Int64"), seed=runs["seed"].astype("Int64"),
-                          epochs_done=runs["epochs_done"].astype("Int64"))
+                          epochs_done=runs["epochs_done"].astype("Int64"),
+                          linear_sgd_epochs=pd.to_numeric(runs["linear_sgd_epochs"], errors="coerce").astype("Int64"))
+    sgd = ["linear_sgd_top1", "linear_sgd_epochs"] if budgets else []
     per_run = per_run[["label", "data", "encoder", "epochs", "seed", "status", "epochs_done", "knn_top1",
-                       "linear_top1", "online_probe_acc", "wall_s", "note", "run_dir"]]
-    per_run = per_run.rename(columns={"label": "method", "online_probe_acc": "online probe†"})
+                       "linear_top1", *sgd, "online_probe_acc", "wall_s", "note", "run_dir"]]
+    per_run = per_run.rename(columns={"label": "method", "online_probe_acc": "online probe†",
+                                      "linear_top1": f"{LBFGS} top-1", "linear_sgd_top1": "linear (SGD) top-1",
+                                      "linear_sgd_epochs": "SGD epochs"})
     per_run = per_run.astype(object).where(per_run.notna(), None)  # blanks, not "nan", where a run has no number
+    sgd_note = ("" if not budgets else " Linear (SGD, N ep): eval.protocol=sgd, a linear classifier trained with SGD "
+                "for N epochs on crop + flip views of the frozen backbone's standardised features (a budget of its "
+                "own, shown next to the L-BFGS probe, never in its columns).")
     return ("## Summary over seeds\n\n"
             "Mean ± std over the finished runs of each setting (n = finished / all runs). kNN: weighted, cosine, "
-            "k = eval.knn_k (by default ~15% of a class's train images, at most 200: 20 on digits), T = eval.knn_t (0.1). Linear: offline L-BFGS logistic regression on frozen backbone features, weight decay "
-            f"chosen on a validation split of train; settings marked '{SGD_SUFFIX.strip()}' were scored with "
-            "eval.protocol=sgd instead (SGD on crop + flip views of the frozen backbone). † online probe: linear classifier trained during pretraining "
-            "on augmented train batches (last epoch) — not comparable to the offline linear probe.\n\n"
-            + show.to_markdown(index=False) + "\n\n## Runs\n\n" + per_run.to_markdown(index=False, floatfmt=".2f", missingval="–")
-            + "\n")
+            "k = eval.knn_k (by default ~15% of a class's train images, at most 200: 20 on digits), T = eval.knn_t "
+            "(0.1). Linear (L-BFGS): offline L-BFGS logistic regression on standardised frozen centre-crop "
+            "features, weight decay chosen on a validation split of train." + sgd_note + " † online probe: linear "
+            "classifier trained during pretraining on augmented train batches (last epoch) — not comparable to "
+            "the offline linear probe.\n\n"
+            + show.to_markdown(index=False) + "\n\n## Runs\n\n"
+            + per_run.to_markdown(index=False, floatfmt=".2f", missingval="–") + "\n")
 
 
 def gather_metrics(runs: pd.DataFrame) -> pd.DataFrame:

@@ -8,6 +8,7 @@ import sys
 from contextlib import nullcontext
 
 from ssl_zoo.common import stopping
+from ssl_zoo.common.closed_output import EXIT_READER_GONE, ReaderGone, guarded_output
 from ssl_zoo.common.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -56,6 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every verb, its output piped into a reader that may stop early (`| head`): see common.closed_output."""
+    try:
+        with guarded_output():
+            return _main(argv)
+    except ReaderGone:  # stdout's reader has gone (`| head`): a quiet end, its exit code says so (closed_output)
+        return EXIT_READER_GONE
+
+
+def _main(argv: list[str] | None) -> int:
     _Parser.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)  # inside: a Ctrl-C while the verbs import is one line too

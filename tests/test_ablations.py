@@ -19,6 +19,7 @@ from ssl_zoo.common.paths import conf_dir
 from ssl_zoo.config import ablations
 from ssl_zoo.config.load import load_config
 from ssl_zoo.data.views import build_view_maker
+from ssl_zoo.models.linear_predictor import LinearPredictor
 from ssl_zoo.runs.identity import run_dir_for
 from ssl_zoo.train.build import build_method
 from ssl_zoo.train.trainer import step_generator
@@ -36,12 +37,15 @@ MUST_APPLY = {"no_predictor": {"byol", "simsiam"}, "predictor_fixed_random": {"b
               "tau_constant": {"byol"}, "no_centering": {"dino"}, "no_sharpening": {"dino"},
               "center_momentum_0999": {"dino"}, "no_variance": {"vicreg"}, "no_covariance": {"vicreg"},
               "no_redundancy": {"barlow"}, "no_sinkhorn": {"swav"}, "no_queue": {"swav"},
-              "no_bn_projector": {"barlow", "vicreg"}}
+              "no_bn_projector": {"barlow", "vicreg"}, "predictor_linear": {"byol", "simsiam"},
+              "predictor_directpred": {"byol", "simsiam"}, "predictor_wd_x10": {"byol", "simsiam"},
+              "no_weight_decay": {"byol", "simsiam", "dino", "mocov2"}}
 MUST_NOT_APPLY = {"no_predictor": {"dino", "mocov2", "simclr", "barlow"}, "no_stopgrad": {"byol", "dino", "mocov2"},
                   "no_centering": {"byol", "simsiam", "mocov2"}, "no_sharpening": {"byol", "simsiam"},
                   "tau_zero": {"simsiam", "simclr", "barlow"}, "bn_predictor_output": {"dino", "mocov2"},
                   "no_variance": {"barlow", "byol"}, "no_redundancy": {"vicreg", "simclr"},
-                  "no_queue": {"mocov2"}, "no_sinkhorn": {"dino"}}
+                  "no_queue": {"mocov2"}, "no_sinkhorn": {"dino"}, "predictor_linear": {"dino", "mocov2"},
+                  "predictor_directpred": {"dino", "simclr"}}
 
 TINY = ["data=digits", "encoder=small_cnn", "encoder.width=4", "progress_bar=false"]
 SMALL_HEADS = {"byol": ["method.projector.hidden_dim=32", "method.predictor.hidden_dim=32"],
@@ -123,6 +127,20 @@ def _check_semantics(ablation: str, cfg, model) -> None:
         assert m.teacher_temp == m.warmup_teacher_temp == m.student_temp
     elif ablation == "center_momentum_0999":
         assert m.center_momentum == 0.999
+    elif ablation in ("predictor_linear", "predictor_directpred", "predictor_linear_no_wd", "predictor_linear_lr_x10"):
+        assert isinstance(model.predictor, LinearPredictor)
+        d = int(m.projector.out_dim)
+        assert model.predictor.weight.shape == (d, d)
+        assert model.predictor.weight.requires_grad == (ablation != "predictor_directpred")
+        assert int(model.predictor.steps) == 1  # after_step folded the step's inputs into F-hat
+        if ablation == "predictor_linear_no_wd":
+            assert cfg.trainer.weight_decay == 0.0
+        if ablation == "predictor_linear_lr_x10":
+            assert any(g.get("lr_mult") == 10.0 for g in model.param_groups())
+    elif ablation == "no_weight_decay":
+        assert cfg.trainer.weight_decay == 0.0
+    elif ablation == "predictor_wd_x10":
+        assert [g.get("weight_decay_mult") for g in model.param_groups()][1:] == [10.0]
 
 
 def test_no_stopgrad_lets_gradient_reach_the_target_branch():

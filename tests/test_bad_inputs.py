@@ -180,9 +180,20 @@ def _cases(t: dict) -> dict[str, list[str]]:
         "ablation_no_predictor_simclr": [*simclr, "ablation=no_predictor"],
         "multicrop_global_too_large": [*base, "views=multicrop", "views.base.size=32"],
         "multicrop_local_too_large": [*base, "views=multicrop", "views.crops.local.size_frac=3.0"],
-        "patch_size_mismatch": [*base, "encoder=vit_tiny", "data.image_size=18"],
+        "patch_size_mismatch": [*[o for o in base if o != "encoder.width=8"], "encoder=vit_tiny", "data.image_size=18"],
         "mean_per_channel": [*base, "data.mean=[0.1,0.2,0.3]"],
         "run_name_escapes": [*base, "run_name=../elsewhere"],
+        # settings the chosen parts do not read
+        "data_root_digits": [*base, "data.root=/nope"],
+        "data_download_fashion_mnist": [*fm, "data.download=true"],
+        "data_workers_digits": [*base, "data.workers=2"],
+        "data_knn_k_any_dataset": [*base, "data.knn_k=5"],
+        "encoder_width_resnet": [*base, "encoder=resnet18", "encoder.width=8"],
+        "encoder_cifar_stem_small_cnn": [*base, "encoder.cifar_stem=true"],
+        "launcher_partition_local": [*base, "launcher.partition=gpu"],
+        "method_key_of_another_method": [*base, "method.queue_size=64"],
+        "unread_key_in_one_cell_of_a_sweep": ["-m", *base, "encoder=small_cnn,resnet18"],
+        "unread_key_with_an_experiment": [*base, "experiment=compare_methods", "data=digits", "data.root=/nope"],
         # paths
         "data_root_missing": [*fm, f"data.root={root / 'no_such_dir'}"],
         "data_root_is_file": [*fm, f"data.root={root / 'a_file.txt'}"],
@@ -284,3 +295,56 @@ def test_a_corrupt_deflate_stream_is_a_user_error(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(UserError):
         read_idx(path)
+
+
+@pytest.mark.parametrize(("overrides", "says"), [
+    (["data.root=/nope"], "data.root is not read by data=digits (the digits come with scikit-learn"),
+    (["data=fashion_mnist", "data.download=true"], "choose a data= that reads it (cifar10, cifar100, stl10)"),
+    (["data.knn_k=5"], "no dataset reads it, the kNN probe's k is eval.knn_k); remove it"),
+    (["data.workers=2"], "data.workers is not read by data=digits; remove it, or choose a data= that reads it"),
+    (["encoder=resnet18", "encoder.width=8"], "encoder.width is not read by encoder=resnet18"),
+    (["encoder=vit_tiny", "encoder.cifar_stem=true"], "choose an encoder= that reads it (resnet18, "),
+    (["launcher.partition=gpu"], "launcher.partition is not read by launcher=local; remove it, or choose a "
+                                 "launcher= that reads it (slurm)"),
+    (["experiment=collapse_study", "data.root=/usr/share/datasets/fashion-mnist", "data=digits"],
+     "data.root is not read by data=digits"),
+])
+def test_a_setting_the_chosen_part_does_not_read_names_the_parts_that_do(overrides, says):
+    from ssl_zoo.common.errors import UserError
+
+    with pytest.raises(UserError) as refused:
+        load_config(overrides)
+    assert says in str(refused.value)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["data=fashion_mnist", "data.root=/usr/share/datasets/fashion-mnist"],
+    ["data=cifar10", "data.root=/tmp", "data.download=true"],
+    ["data=imagefolder", "data.root=/tmp", "data.workers=2", "data.classes=[a,b]"],
+    ["encoder=resnet18_cifar", "encoder.cifar_stem=false"],
+    ["encoder=vit_tiny", "encoder.patch_size=2"],
+    ["launcher=slurm", "launcher.partition=gpu", "launcher.sync_bn=true"],
+    ["launcher.sync_bn=true", "data.train_subset=100", "encoder.width=8"],
+    ["experiment=compare_methods", "encoder=resnet18"],  # the experiment's own encoder.width: not the user's
+])
+def test_settings_the_chosen_parts_read_are_accepted(overrides):
+    load_config(overrides)
+
+
+def test_every_unread_mark_names_a_key_its_file_sets():
+    """A `# unread` line naming a key nobody sets (a misspelling) would mark nothing."""
+    from omegaconf import OmegaConf
+
+    from ssl_zoo.common.paths import conf_dir
+    from ssl_zoo.config.compose import choices
+    from ssl_zoo.config.read_keys import CHECKED, SHARED, option_keys
+
+    for group in CHECKED:
+        for option in choices(group):
+            keys = option_keys(group, option)
+            node = OmegaConf.load(conf_dir() / group / f"{option}.yaml")
+            shared = OmegaConf.load(conf_dir() / SHARED[group]).get(group) if group in SHARED else {}
+            for key in keys.unread:
+                assert key in node or key in shared, f"{group}={option} marks {key} unread but has no {key}"
+    assert "root" in option_keys("data", "fashion_mnist").reads
+    assert {"root", "download", "knn_k"} <= set(option_keys("data", "digits").unread)

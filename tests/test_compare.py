@@ -136,14 +136,20 @@ def test_a_seed_sweep_is_aggregated(tmp_path):
     assert not math.isnan(summary.iloc[0]["knn_top1_std"])
 
 
-def test_sgd_linear_evaluation_is_its_own_setting_never_averaged_with_the_probe(tmp_path):
+def test_sgd_linear_numbers_have_their_own_columns_per_budget_never_the_probes(tmp_path):
     root = tmp_path / "runs"
     make_run(root, "seed=0", results=finished(80.0, 90.0))
-    make_run(root, "seed=1", results=finished(80.0, 92.0))
-    make_run(root, "seed=2", results=finished(80.0, 70.0, linear_protocol="sgd"))
+    make_run(root, "seed=1", results=finished(80.0, 70.0, linear_protocol="sgd", linear_lbfgs={"top1": 92.0},
+                                              linear_sgd={"top1": 70.0, "epochs": 5, "n_train": 1347, "lr": 0.1,
+                                                          "batch_size": 256}))  # an older file: SGD in linear_top1
+    make_run(root, "seed=2", results=finished(80.0, 94.0, linear_sgd_top1=60.0,
+                                              linear_sgd={"top1": 60.0, "epochs": 100, "n_train": 1347, "lr": 0.1,
+                                                          "batch_size": 256}))
     summary = summarize(gather_runs([root])).set_index("label")
-    assert list(summary.index) == ["byol", "byol (linear: sgd)"]
-    assert summary.loc["byol", "linear_top1_mean"] == 91.0 and summary.loc["byol", "n"] == 2
-    assert summary.loc["byol (linear: sgd)", "linear_top1_mean"] == 70.0
+    assert list(summary.index) == ["byol"] and summary.loc["byol", "n"] == 3
+    assert summary.loc["byol", "linear_top1_mean"] == 92.0  # L-BFGS only: 90, 92 (the older file's), 94
+    assert summary.loc["byol", "linear_sgd_5ep_top1_mean"] == 70.0
+    assert summary.loc["byol", "linear_sgd_100ep_top1_mean"] == 60.0  # another budget: never averaged with 5 ep
     markdown, _ = compare([str(root)], str(tmp_path / "out"))
-    assert "byol (linear: sgd)" in markdown and "eval.protocol=sgd" in markdown
+    assert "linear (SGD, 5 ep) top-1" in markdown and "linear (SGD, 100 ep) top-1" in markdown
+    assert "linear (L-BFGS) top-1" in markdown and "eval.protocol=sgd" in markdown

@@ -88,8 +88,9 @@ def test_resume_on_another_number_of_processes_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_match_one_process(tmp_path):
-    common = ["deterministic=true", "trainer.epochs=1", "eval.enabled=false"]
+@pytest.mark.parametrize("ablation", ["none", "predictor_directpred"])  # DirectPred: F-hat of the global batch
+def test_torchrun_two_processes_match_one_process(tmp_path, ablation):
+    common = ["deterministic=true", "trainer.epochs=1", "eval.enabled=false", f"ablation={ablation}"]
     ddp_args = tiny_overrides(tmp_path / "ddp", *common, "trainer.batch_size=128", "launcher.sync_bn=true")
     one_args = tiny_overrides(tmp_path / "one", *common, "trainer.batch_size=256")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

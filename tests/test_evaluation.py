@@ -196,7 +196,7 @@ def test_eval_cli_on_a_finished_run_and_bad_dirs(finished_run, tmp_path, capsys)
     out = subprocess.run([sys.executable, "-m", "ssl_zoo.cli", "eval", f"run_dir={run_dir}"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    for text in ("finished", "trained", "trained (projector out)", "online probe", "k=200", "linear top-5"):
+    for text in ("finished", "trained", "trained (projector out)", "online probe", "k=200", "linear (L-BFGS) top-1"):
         assert text in out.stdout
     empty = tmp_path / "empty_run"
     shutil.copytree(run_dir, empty, ignore=shutil.ignore_patterns("checkpoints", "results.json"))

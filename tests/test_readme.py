@@ -18,7 +18,7 @@ Conventions of README.md and docs/*.md this test relies on (and enforces):
   the test SLURM's partition, no GPUs). Without SLURM the sequence runs them anyway and accepts exactly one
   outcome: every config was checked and the one-line "needs sbatch" error came before anything was written.
 - `ssl-zoo train` commands quoted inline in the prose (`...`) are not run; their configs are loaded and checked.
-- The README's "Adding a method" example: code blocks whose first line is `# <path>` (methods/, conf/, tests/)
+- docs/adding_a_method.md's example: code blocks whose first line is `# <path>` (methods/, conf/, tests/)
   are that file; they are written into a copy of the package and the method trains and passes its test.
 """
 
@@ -308,9 +308,9 @@ def test_doc_slurm_commands_run_on_slurm_from_the_repository_root(tmp_path):
 
 @pytest.mark.slow
 def test_the_readme_example_method_trains_and_passes_its_test(tmp_path):
-    """The files of "Adding a method", written into a checkout whose package imports them as they are (what
+    """The files of docs/adding_a_method.md, written into a checkout whose package imports them as they are (what
     `pip install -e .` gives): the method trains from a fresh directory and its test passes."""
-    files = example_files(README.read_text())
+    files = example_files((DOCS / "adding_a_method.md").read_text())
     method = next(Path(f).stem for f in files if f.startswith("methods/"))
     test = next(f for f in files if f.startswith("tests/"))
     assert f"conf/method/{method}.yaml" in files, sorted(files)

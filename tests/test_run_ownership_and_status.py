@@ -165,13 +165,14 @@ def test_train_and_eval_of_a_held_run_are_refused_naming_the_holder_and_write_no
         assert (row["state"], row["note"]) == ("running", f"pid {pid} on {socket.gethostname()}")
 
 
-def test_a_sweep_refuses_a_cell_another_process_is_training(tmp_path, capsys):
+def test_a_single_run_another_process_is_training_is_refused_in_one_line(tmp_path, capsys):
+    """(A sweep skips such a run and goes on: tests/test_sweep_local.py.)"""
     args, run_dir = _fabricated_run(tmp_path)
-    sweep = ["train", "-m", *args, "seed=0,5"]  # seed 0 is the held run
     with held_by_child(run_dir) as pid:
-        line = _one_line_error(capsys, sweep)
+        before = _tree(tmp_path)
+        line = _one_line_error(capsys, ["train", *args])
+        assert _tree(tmp_path) == before
     assert f"in use by pid {pid}" in line
-    assert not list(run_dir.parent.glob("*-s5-*"))  # the sweep stopped at the held cell
 
 
 @pytest.mark.slow

@@ -107,8 +107,8 @@ def test_streamed_eval_caches_memory_mapped_features_and_names_the_protocol(sgd_
     train = np.load(cache / "train.npy", mmap_mode="r")
     assert isinstance(train, np.memmap) and train.dtype == np.float32 and train.shape[0] == 35  # 3 x 10 + 5 odd
     r = json.loads((run_dir / "results.json").read_text())
-    assert r["linear_protocol"] == "sgd" and r["linear_sgd"]["epochs"] == 1 and r["linear_sgd"]["n_train"] == 35
-    assert r["linear_top1"] == r["linear_sgd"]["top1"] and "top1" in r["linear_lbfgs"]
+    assert r["linear_protocol"] == "lbfgs" and r["linear_sgd"]["epochs"] == 1 and r["linear_sgd"]["n_train"] == 35
+    assert r["linear_sgd_top1"] == r["linear_sgd"]["top1"] and "linear_lbfgs" not in r  # linear_top1: L-BFGS
     assert r["projector"]["linear_protocol"] == "lbfgs"
     assert main(["eval", str(run_dir)]) == 0  # the cached features are read back
     printed = capsys.readouterr().out
@@ -124,13 +124,14 @@ def test_unreadable_eval_images_are_listed_once_marked_eval(sgd_run):
     assert all(line.startswith("eval\t") or line.split("\t")[0].isdigit() for line in lines)
 
 
-def test_a_later_probes_evaluation_drops_the_sgd_numbers_it_replaces(sgd_run, capsys):
+def test_a_later_probes_evaluation_keeps_the_sgd_numbers_beside_its_own(sgd_run, capsys):
     run_dir, _ = sgd_run
+    sgd = json.loads((run_dir / "results.json").read_text())["linear_sgd_top1"]
     assert main(["eval", str(run_dir), "eval.protocol=probes"]) == 0
     r = json.loads((run_dir / "results.json").read_text())
-    assert r["linear_protocol"] == "lbfgs" and "linear_sgd" not in r and "linear_lbfgs" not in r
+    assert r["linear_protocol"] == "lbfgs" and r["linear_sgd_top1"] == sgd  # the same checkpoint and images
     assert "projector" in r  # recomputed (same checkpoint)
-    assert "eval.protocol=sgd" not in capsys.readouterr().out
+    assert "linear (SGD, 1 ep) top-1" in capsys.readouterr().out
 
 
 def test_projector_numbers_are_kept_for_their_checkpoint_and_probes_only(sgd_run):

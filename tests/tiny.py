@@ -11,4 +11,6 @@ TINY = [
 
 def tiny_overrides(tmp_path, *extra: str, method: str = "byol") -> list[str]:
     head = ["method.predictor.hidden_dim=64", "method.predictor.out_dim=32"] if method in ("byol", "simsiam") else []
-    return [f"method={method}", *TINY, *head, f"out_dir={tmp_path}", *extra]
+    tiny = TINY if not any(e.startswith("encoder=") and e != "encoder=small_cnn" for e in extra) else \
+        [o for o in TINY if o != "encoder.width=8"]  # only the small CNN reads encoder.width
+    return [f"method={method}", *tiny, *head, f"out_dir={tmp_path}", *extra]

@@ -12,7 +12,7 @@ PREFIX = "comparison"
 def compare(paths: list[str], out: str | None = None, skipped: list[str] | None = None) -> tuple[str, list[Path]]:
     """Writes the tables and plots; returns (the markdown, the files written). Files that could not be used are
     named in `skipped`; everything is read and checked before the first file is written."""
-    from ssl_zoo.analysis import compare_plots
+    from ssl_zoo.analysis import compare_plots, metric_correlation
     from ssl_zoo.analysis.results import gather_metrics, gather_runs, markdown_tables, summarize
     from ssl_zoo.runs.atomic import atomic_write_text
     from ssl_zoo.runs.discovery import check_folders
@@ -24,6 +24,7 @@ def compare(paths: list[str], out: str | None = None, skipped: list[str] | None 
     runs = gather_runs(paths, skipped)
     summary = summarize(runs)
     text = markdown_tables(runs, summary)
+    text += metric_correlation.compare_text(runs)  # which label-free metric tracks linear top-1
     metrics = gather_metrics(runs)
     out_dir = output_folder(Path(out if out is not None else paths[0]), "--out")
     files = {out_dir / f"{PREFIX}_runs.csv": runs.to_csv(index=False),

@@ -6,13 +6,36 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def _pct(value) -> float:
-    return float("nan") if value is None else value  # a diverged linear evaluation has no accuracy
+def _cell(value, width: int) -> str:
+    """A percentage, 'diverged' for a linear evaluation that diverged (null), '–' where it was not run."""
+    if value == "missing":
+        return f"{'–':>{width}}"
+    return f"{'diverged' if value is None else format(value, '.2f'):>{width}}"
 
 
-def _row(name: str, r: dict) -> str:
-    return (f"{name:<24}{r['knn_top1']:>10.2f}{_pct(r['linear_top1']):>14.2f}{_pct(r.get('linear_top5')):>14.2f}"
-            f"{r.get('dim', 0):>7d}")
+def _probe_columns(r: dict) -> list[tuple[str, str]]:
+    """(header, results key) of the table's columns: each header names its protocol, so an SGD number never
+    stands in the L-BFGS probe's column (results_file reads older files into the same keys)."""
+    columns = [("kNN top-1", "knn_top1"), ("linear (L-BFGS) top-1", "linear_top1"), ("top-5", "linear_top5")]
+    sgd = r.get("linear_sgd")
+    if isinstance(sgd, dict):
+        columns += [(f"linear (SGD, {sgd.get('epochs')} ep) top-1", "linear_sgd_top1"), ("top-5", "linear_sgd_top5")]
+    return columns
+
+
+def _probe_table(r: dict) -> list[str]:
+    """The offline probes of the trained backbone, its projector output and the baselines, one row each; a
+    protocol a row was not scored with is '–' (the SGD evaluation runs on backbones only)."""
+    columns = _probe_columns(r)
+    widths = [max(len(header), 8) + 2 for header, _ in columns]
+    rows = [("trained", r), ("trained (projector out)", r.get("projector")),
+            *((name, r.get(name)) for name in ("random_init", "raw_pixels"))]
+    lines = [f"{'offline probes':<24}" + "".join(f"{h:>{w}}" for (h, _), w in zip(columns, widths)) + f"{'dim':>7}"]
+    for name, part in rows:
+        if isinstance(part, dict):
+            cells = "".join(_cell(part.get(key, "missing"), w) for (_, key), w in zip(columns, widths))
+            lines.append(f"{name:<24}{cells}{part.get('dim', 0):>7d}")
+    return lines
 
 
 def _config_value(run_dir: Path, key: str):
@@ -59,31 +82,25 @@ def format_results(run_dir: Path, r: dict) -> str:
     if "knn_top1" not in r:
         lines.append("  no probe results (eval.enabled=false); run `ssl-zoo eval <run dir>`")
         return "\n".join(lines)
-    lines.append(f"{'offline probes':<24}{'kNN top-1':>10}{'linear top-1':>14}{'linear top-5':>14}{'dim':>7}")
-    lines.append(_row("trained", r))
-    if "projector" in r:
-        lines.append(_row("trained (projector out)", r["projector"]))
-    for name in ("random_init", "raw_pixels"):
-        if name in r:
-            lines.append(_row(name, r[name]))
+    lines += _probe_table(r)
     if "online_probe_acc" in r:
         lines.append(f"online probe top-1 (last epoch): {r['online_probe_acc']:.2f}   [{ONLINE_PROBE_NOTE}]")
     for key, ft in (r.get("finetune") or {}).items():  # eval.protocol=finetune (ssl_zoo/evaluation/finetune.py)
         score = "diverged" if ft.get("top1") is None else f"top-1 {ft['top1']:.2f}, top-5 {ft['top5']:.2f}"
         lines.append(f"fine-tuned on {key} of the labels ({ft['n_labels']} images, {ft.get('steps')} steps): {score}")
-    sgd = r.get("linear_sgd")
-    if sgd:  # eval.protocol=sgd (ssl_zoo/evaluation/linear_sgd.py)
-        score = "diverged" if sgd.get("top1") is None else f"top-1 {sgd['top1']:.2f}"
-        lines.append(f"linear top-1 above: eval.protocol=sgd, a linear classifier on the frozen backbone trained "
-                     f"{sgd['epochs']} epochs on crop + flip views of {sgd['n_train']} images (SGD lr {sgd['lr']:g}, "
-                     f"batch {sgd['batch_size']}, cosine, no weight decay): {score}; the L-BFGS probe on "
-                     f"centre-crop features gives {r['linear_lbfgs']['top1']:.2f}")
     lin = r.get("linear", {})
     if lin:
-        lines.append(f"linear probe: L-BFGS logistic regression on standardised features; weight decay {lin['wd']:g} "
-                     f"(fit on {lin['n_sweep_fit']}) chosen on {lin['n_val']} held-out train images (val top-1 "
-                     f"{lin['val_top1']:.2f}), refit on all {lin['n_train']} (weight decay "
+        lines.append(f"linear (L-BFGS): logistic regression on standardised centre-crop features; weight decay "
+                     f"{lin['wd']:g} (fit on {lin['n_sweep_fit']}) chosen on {lin['n_val']} held-out train images "
+                     f"(val top-1 {lin['val_top1']:.2f}), refit on all {lin['n_train']} (weight decay "
                      f"{lin.get('refit_wd', lin['wd']):.2g}: the same strength per image sum)")
+    sgd = r.get("linear_sgd")
+    if isinstance(sgd, dict):  # eval.protocol=sgd (ssl_zoo/evaluation/linear_sgd.py)
+        features = "standardised features" if sgd.get("standardised") else "features (not standardised)"
+        lines.append(f"linear (SGD, {sgd['epochs']} ep): eval.protocol=sgd, a linear classifier on the frozen "
+                     f"backbone's {features} trained {sgd['epochs']} epochs ({sgd.get('steps')} steps) "
+                     f"on crop + flip views of {sgd['n_train']} images (SGD lr {sgd['lr']:g} = eval.sgd.lr x batch "
+                     f"{sgd['batch_size']} / 256, cosine, no weight decay); scored on centre crops")
     if "knn_sweep" in r:
         lines.append(f"kNN top-1 of the trained backbone (cosine, votes exp(sim/T)); the kNN column above is "
                      f"k={r.get('knn_k', '?')}, T={r.get('knn_t', '?')} (eval.knn_k / eval.knn_t):")

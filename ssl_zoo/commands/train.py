@@ -3,6 +3,7 @@ one SLURM array job (launcher=slurm)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -15,9 +16,10 @@ def print_results(run_dir: Path) -> None:
 
 
 def run(args) -> int:
-    from ssl_zoo.common import distributed, stopping
+    from ssl_zoo.common import distributed
     from ssl_zoo.config.overrides import expand_sweep
     from ssl_zoo.launch import launcher as launch
+    from ssl_zoo.launch.local_sweep import EXIT_NOT_ALL_RAN, not_all_ran, run_cells
     from ssl_zoo.launch.preflight import check_cells, load_cells
     from ssl_zoo.launch.run import train
     from ssl_zoo.launch.study import expand_studies, write_report
@@ -28,31 +30,33 @@ def run(args) -> int:
     configs = load_cells(jobs)  # every config checked before the first run starts; an error names its run
     launch.same_launcher(configs)
     if configs[0].launcher.name == "slurm":
-        check_cells(configs, jobs, None)  # what the tasks would find out on the cluster, found out here
-        with stopping.ctrl_c_aborts():  # a submission has no step to save
-            code = submit(configs, jobs)
+        code = submit(configs, jobs)
         if study:
             print(f"when the array has ended: ssl-zoo report {configs[0].out_dir}", flush=True)
         return code
     distributed.init_from_env(pick_device(configs[0]).type)  # under torchrun: all ranks train, rank 0 reports
     main = distributed.rank() == 0
-    if args.multirun or study:
-        sweep_dir, todo, ended = launch.plan(configs, jobs)
-        check_cells(configs, jobs, distributed.world_size(), todo)
-        if main:
-            ident = "local-" + time.strftime("%Y%m%d-%H%M%S")
-            launch.write_manifest(sweep_dir, ident, "local", configs, todo, ended, jobs, [None] * len(todo))
-            print(f"sweep: {len(todo)} run(s) in {sweep_dir}{_skipped(ended)}; "
-                  f"progress: ssl-zoo status {sweep_dir}", flush=True)
-    else:
-        todo = [0]
-    for i in todo:
-        run_dir = train(configs[i])
+    if not (args.multirun or study):
+        run_dir = train(configs[0])  # a held run directory: refused in one line (exit 2), as every start is
         if main:
             print_results(run_dir)
+        distributed.shutdown()
+        return 0
+    sweep_dir, todo, ended = launch.plan(configs, jobs)
+    check_cells(configs, jobs, distributed.world_size(), todo)  # every checkpoint to resume included
+    if main:
+        ident = "local-" + time.strftime("%Y%m%d-%H%M%S")
+        launch.write_manifest(sweep_dir, ident, "local", configs, todo, ended, jobs, [None] * len(todo))
+        print(f"sweep: {len(todo)} run(s) in {sweep_dir}{_skipped(ended)}; "
+              f"progress: ssl-zoo status {sweep_dir}", flush=True)
+    held = run_cells(configs, jobs, todo, print_results if main else lambda run_dir: None)
     if study and main:
         write_report(sweep_dir)
     distributed.shutdown()
+    if held:
+        if main:
+            print(f"ssl-zoo: {not_all_ran(jobs, held)}", file=sys.stderr, flush=True)
+        return EXIT_NOT_ALL_RAN
     return 0
 
 
@@ -65,17 +69,30 @@ def _skipped(ended: list[tuple[int, str]]) -> str:
 
 
 def submit(configs, jobs) -> int:
-    """launcher=slurm: one array job for the whole sweep; returns as soon as SLURM has it."""
-    from ssl_zoo.launch import launcher as launch
+    """launcher=slurm: one array job for the whole sweep; returns as soon as SLURM has it.
 
-    job_id, sweep_dir, ended = launch.submit_slurm(configs, jobs)
-    if not job_id:
-        print(f"nothing to submit: all {len(ended)} run(s) in {sweep_dir} already ended or queued")
+    A stop signal (SIGTERM, SIGUSR2, Ctrl-C) before sbatch is called stops at once with nothing submitted and
+    nothing written (exit 3, the same command submits again); one that arrives while sbatch runs waits for its
+    answer, so the array is submitted whole and its manifest complete, and is then named (ssl_zoo.launch.launcher)."""
+    from ssl_zoo.common import stopping
+    from ssl_zoo.launch import launcher as launch
+    from ssl_zoo.launch.preflight import check_cells
+
+    unsent = f"stopped before submitting: none of the sweep's {len(configs)} run(s) submitted, nothing written"
+    with stopping.interruptible(unsent):  # checks only, nothing written yet: a stop signal ends them at once
+        check_cells(configs, jobs, None)  # what the tasks would find out on the cluster, found out here
+        prepared = launch.prepare_slurm(configs, jobs)
+    sent = launch.submit_prepared(prepared)
+    if not sent.job_id:
+        print(f"nothing to submit: all {len(sent.skipped)} run(s) in {sent.sweep_dir} already ended or queued")
         return 0
-    n = len(configs) - len(ended)
-    print(f"submitted SLURM job {job_id}: {n} task(s){_skipped(ended)}")
-    print(f"sweep directory: {sweep_dir}")
-    print(f"follow it: ssl-zoo status {sweep_dir}", flush=True)
+    print(f"submitted SLURM job {sent.job_id}: {sent.tasks} task(s){_skipped(sent.skipped)}")
+    print(f"sweep directory: {sent.sweep_dir}")
+    print(f"follow it: ssl-zoo status {sent.sweep_dir}", flush=True)
+    if sent.late_signal:
+        print(f"ssl-zoo: a stop signal ({sent.late_signal}) arrived while sbatch was submitting: the array was "
+              f"already submitted whole (job ids in its manifest); scancel {sent.job_id} to stop it",
+              file=sys.stderr, flush=True)
     return 0
 
 

@@ -1,1 +1,1 @@
-"""Small helpers every layer may use: one-line user errors, the process group, signals, paths."""
+"""Small helpers every layer may use: one-line user errors, the process group, signals, output whose reader has gone, paths."""

@@ -100,6 +100,21 @@ def interruptible(message: str) -> Iterator[None]:
         _State.interrupt = outer
 
 
+def request_stop() -> bool:
+    """A stop asked from inside the process (standard output's reader has gone), taken as a SIGTERM by whoever
+    handles SIGTERM now (the trainer: a checkpoint at the next step boundary), except that it never interrupts:
+    inside interruptible() it is only recorded and the block runs to its end (results.json written or not, as
+    it would have been). False when no Python handler takes SIGTERM (a verb that does not stop, a Python caller)."""
+    handler = signal.getsignal(signal.SIGTERM)
+    if handler is _handler:
+        _State.code = received(signal.SIGTERM, _State.code)
+        return True
+    if callable(handler):
+        handler(signal.SIGTERM, None)
+        return True
+    return False
+
+
 @contextmanager
 def ctrl_c_aborts() -> Iterator[None]:
     """Inside the block Ctrl-C raises KeyboardInterrupt at once (exit 130), as in any Python program: for work

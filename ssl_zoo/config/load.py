@@ -22,6 +22,7 @@ from ssl_zoo.config.compose import (
     sweep_in_one_run,
 )
 from ssl_zoo.config.overrides import parse
+from ssl_zoo.config.read_keys import check_overrides_read, chosen_options
 from ssl_zoo.config.run_paths import check_paths
 
 
@@ -40,13 +41,15 @@ def load_config(overrides: list[str]) -> DictConfig:
     """The resolved, checked config for a list of Hydra overrides."""
     overrides = list(overrides)
     _check_syntax(overrides)
+    groups = [o for o in overrides if override_key(o) in GROUPS]
+    shipped = shipped_defaults(tuple(groups))  # the chosen options, before any key of theirs is set
+    check_overrides_read(overrides, chosen_options(shipped))  # a key the chosen part would ignore: refused
     cfg = compose_config(overrides)
     with config_errors(overrides):
         OmegaConf.resolve(cfg)  # every interpolation now: a failing one names its override, not a later check
         if isinstance(cfg.get("resume"), bool):  # resume=true / resume=false: the natural spellings of auto / never
             cfg.resume = "auto" if cfg.resume else "never"
-        groups = [o for o in overrides if override_key(o) in GROUPS]
-        check_config(cfg, shipped_defaults(tuple(groups)))
+        check_config(cfg, shipped)
         cfg.out_dir = str(absolute(str(cfg.out_dir)))  # one run directory, whatever the working directory is later
         check_paths(cfg)
     return cfg

@@ -89,6 +89,9 @@ class EvalSchema:
 @dataclass
 class MonitorSchema:
     num_images: int = rule(gt=1)  # a std over samples needs two
+    # LiDAR on lidar_views views of the first lidar_images monitor images; defaults keep older run configs valid.
+    lidar_images: int = field(default=0, metadata={"ge": 0})  # 0 (or 1): no LiDAR
+    lidar_views: int = field(default=2, metadata={"ge": 2})
 
 
 @dataclass
@@ -136,6 +139,12 @@ class HeadSchema:
     affine: bool = rule()
     bias: bool = rule()
     activation: Literal["relu", "gelu"] = field(default="relu", metadata={})  # between layers; DINO: gelu
+    # A predictor's kind and its knobs (BYOL, SimSiam; ssl_zoo/models/linear_predictor.py): absent in other heads.
+    kind: Literal["mlp", "linear", "directpred"] | None = field(default=None)
+    f_momentum: float | None = field(default=None, metadata={"ge": 0, "lt": 1})
+    directpred_eps: float | None = field(default=None, metadata={"ge": 0})
+    directpred_freq: int | None = field(default=None, metadata={"gt": 0})
+    weight_decay_mult: float | None = field(default=None, metadata={"ge": 0})
 
 
 @dataclass

@@ -250,22 +250,23 @@ def _evaluate_backbone(net: nn.Module, data: DataSource, cfg: DictConfig, device
                          knn_k(cfg, len(train_y), data.num_classes), float(cfg.eval.knn_t), device)
     out["time"] = {"features_s": round(mid - start, 2), "probes_s": round(time.perf_counter() - mid, 2),
                    "features_cached": cached}
-    out["linear_protocol"] = "lbfgs"
+    out["linear_protocol"] = "lbfgs"  # linear_top1/top5: always the L-BFGS probe's
     if cfg.eval.get("protocol") == "sgd" and name != "raw_pixels":
-        with_sgd_linear(out, net, data, cfg, device, cache.run_dir)
+        with_sgd_linear(out, net, data, cfg, device, cache.run_dir, feats["train"])
     return out, feats
 
 
 def with_sgd_linear(out: dict, net: nn.Module, data: DataSource, cfg: DictConfig, device,
-                    run_dir: Path | None) -> None:
-    """eval.protocol=sgd: linear_top1/top5 become the SGD linear evaluation's (ssl_zoo.evaluation.linear_sgd); the
-    L-BFGS probe's numbers stay under linear_lbfgs."""
-    from ssl_zoo.evaluation.linear_sgd import linear_sgd
+                    run_dir: Path | None, train_features) -> None:
+    """eval.protocol=sgd: the SGD linear evaluation (ssl_zoo.evaluation.linear_sgd) under its own keys,
+    linear_sgd_top1/top5 and its details under linear_sgd, next to the L-BFGS probe's linear_top1/top5 (a
+    re-evaluation with another protocol never changes what linear_top1 means)."""
+    from ssl_zoo.evaluation.linear_sgd import centre_crop_moments, linear_sgd
 
     train_x, train_y = eval_split(data, cfg)
-    sgd = linear_sgd(net, out["dim"], data, train_x, train_y, cfg, device, run_dir)
-    out["linear_lbfgs"] = {"top1": out["linear_top1"], "top5": out["linear_top5"]}
-    out.update(linear_top1=sgd["top1"], linear_top5=sgd["top5"], linear_protocol="sgd", linear_sgd=sgd)
+    moments = centre_crop_moments(net, data, train_x, cfg, device, train_features)
+    sgd = linear_sgd(net, out["dim"], data, train_x, train_y, cfg, device, run_dir, moments)
+    out.update(linear_sgd_top1=sgd["top1"], linear_sgd_top5=sgd["top5"], linear_sgd=sgd)
 
 
 def evaluate_backbone(net: nn.Module, data: DataSource, cfg: DictConfig, device, cache: FeatureCache,

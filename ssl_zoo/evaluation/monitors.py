@@ -2,11 +2,13 @@
 
 Metric names in metrics.csv: unprefixed = the projector output (the embedding the loss sees; the backbone output
 when a method has no projector), `backbone_` = the backbone features the probes read. Alignment and uniformity
-(Wang & Isola 2020) are measured on l2-normalised embeddings of two augmented views of the held-out images.
+(Wang & Isola 2020) are measured on l2-normalised embeddings of two augmented views of the held-out images; α-ReQ
+and LiDAR (ssl_zoo.evaluation.label_free) on the raw embeddings, LiDAR on q views of some of them.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -15,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssl_zoo.evaluation.label_free import LidarScatter, alpha_req
 from ssl_zoo.runs.layout import SPECTRA
 from ssl_zoo.runs.spectrum_file import write_spectrum
 
@@ -70,7 +73,7 @@ def uniformity(z: torch.Tensor, t: float = 2.0) -> float:
 
 def embedding_metrics(z: torch.Tensor, prefix: str = "") -> dict[str, float]:
     return {f"{prefix}z_std": z_std(z), f"{prefix}z_std_ref": 1 / math.sqrt(z.shape[1]),
-            f"{prefix}effective_rank": effective_rank(z)}
+            f"{prefix}effective_rank": effective_rank(z), f"{prefix}alpha_req": alpha_req(z)}
 
 
 Chunks = torch.Tensor | Iterable[torch.Tensor]  # one batch, or batches in order (at most one on the device at a time)
@@ -88,9 +91,12 @@ def _embed(method: nn.Module, x: Chunks) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def collapse_metrics(method: nn.Module, x: Chunks, views: Sequence[Chunks] | None = None) -> dict[str, float]:
+def collapse_metrics(method: nn.Module, x: Chunks, views: Sequence[Chunks] | None = None, lidar_images: int = 0,
+                     lidar_views: Sequence[Chunks] = ()) -> dict[str, float]:
     """Per-epoch metrics on fixed held-out images x (no augmentation) and, when given, two augmented views of
-    them (a fixed generator, so the pairs are the same every epoch) for alignment and uniformity."""
+    them (a fixed generator, so the pairs are the same every epoch) for alignment and uniformity. With
+    lidar_images >= 2, LiDAR of the first lidar_images images over that pair plus `lidar_views`, further views
+    of those images: the pair costs no extra forward pass."""
     was_training = method.training
     method.eval()
     try:
@@ -102,9 +108,30 @@ def collapse_metrics(method: nn.Module, x: Chunks, views: Sequence[Chunks] | Non
             for prefix in za:
                 out[f"{prefix}alignment"] = alignment(za[prefix], zb[prefix])
                 out[f"{prefix}uniformity"] = uniformity(za[prefix])
+            if lidar_images >= 2:
+                out.update(lidar_metrics(method, lidar_views, [{k: z[:lidar_images] for k, z in zs.items()}
+                                                               for zs in (za, zb)]))
     finally:
         method.train(was_training)
     return out
+
+
+@torch.no_grad()
+def lidar_metrics(method: nn.Module, views: Sequence[Chunks],
+                  embedded: Sequence[Mapping[str, torch.Tensor]] = ()) -> dict[str, float]:
+    """LiDAR of the projector ("lidar") and backbone ("backbone_lidar") embeddings of q >= 2 views of the same
+    images (each view's rows in image order): views already embedded ({prefix: embeddings}, as _embed gives),
+    then `views` embedded one at a time, so only one view's embeddings are held at once."""
+    was_training = method.training
+    method.eval()
+    try:
+        scatter: dict[str, LidarScatter] = {}
+        for zs in itertools.chain(embedded, (_embed(method, view) for view in views)):  # lazily: one at a time
+            for prefix, z in zs.items():
+                scatter.setdefault(prefix, LidarScatter()).add(z)
+    finally:
+        method.train(was_training)
+    return {f"{prefix}lidar": s.value() for prefix, s in scatter.items()}
 
 
 @torch.no_grad()
@@ -151,5 +178,8 @@ def final_collapse(cfg, final: Mapping[str, float]) -> dict:
     k = OmegaConf.select(cfg, "method.head.num_prototypes")  # K of a teacher distribution (DINO), if any
     collapsed, why = collapse_verdict(final, int(k) if k else None)
     keys = [key for key in final if key.startswith(("backbone_", "z_std", "effective_rank", "alignment",
-                                                     "uniformity", "teacher_entropy", "kl_"))]
-    return {"collapsed": collapsed, "collapse_reason": why, **{key: final[key] for key in keys}}
+                                                     "uniformity", "alpha_req", "lidar", "teacher_entropy", "kl_"))]
+    # null, not NaN, where a metric has no value (α-ReQ of a rank-1 output): results.json stays strict JSON
+    return {"collapsed": collapsed, "collapse_reason": why,
+            **{key: final[key] if not isinstance(final[key], float) or math.isfinite(final[key]) else None
+               for key in keys}}

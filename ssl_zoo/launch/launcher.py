@@ -5,7 +5,9 @@ The sweep directory is the runs' out_dir: run directories live below it, and <sw
 files (logs, pickles), one manifest per submission (sweep-<id>.json: task -> run directory) and each
 task's state (<job id>_state.json, written by the task itself), which `ssl-zoo status` reads (ssl_zoo.launch.sweep_files;
 never the pickles). Run directories are named by config, so submitting the same grid again resumes its
-unfinished runs and skips the ended ones instead of duplicating them.
+unfinished runs and skips the ended ones instead of duplicating them. A stop signal during a submission ends it
+before sbatch with nothing submitted or written (exit 3), or, once sbatch is called, waits for its answer: the
+array is then submitted whole, its manifest complete (submit_prepared).
 
 Preemption and timeouts (submitit's checkpoint() contract): SLURM sends USR2 `signal_delay_s` before the time
 limit (and submitit's own preemption helper sends it). During training the trainer catches it, finishes the
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager, redirect_stderr
+from dataclasses import dataclass
 from pathlib import Path
 
 import submitit
@@ -33,10 +36,11 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ssl_zoo.common import stopping
 from ssl_zoo.common.errors import UserError
 from ssl_zoo.common.paths import absolute
 from ssl_zoo.config.load import load_config
-from ssl_zoo.launch import slurm_queue
+from ssl_zoo.launch import held_signals, slurm_queue
 from ssl_zoo.launch.sweep_files import JOBS, manifest_path, read_manifests, write_manifest_file
 from ssl_zoo.runs.config_file import has_config, unchecked_config
 from ssl_zoo.runs.identity import config_hash, run_dir_for
@@ -92,7 +96,8 @@ def load(overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def _is_ended(run_dir: Path, cfg: DictConfig) -> str | None:
+def ended_state(run_dir: Path, cfg: DictConfig) -> str | None:
+    """results.json's status when this config's run there has ended (finished, diverged), else None."""
     results = results_or_problem(run_dir)[0]
     if not isinstance(results, dict) or results.get("status") not in ENDED or not has_config(run_dir):
         return None
@@ -123,7 +128,7 @@ def plan(configs: list[DictConfig], jobs: list[list[str]] | None = None
             raise UserError(f"runs {seen[run_dir]} and {i} of the sweep are the same run ({run_dir}); "
                             "drop the duplicate value or give them different run names")
         seen[run_dir] = i
-        status = _is_ended(run_dir, cfg)
+        status = ended_state(run_dir, cfg)
         if status:
             ended.append((i, status))
             continue
@@ -189,7 +194,7 @@ class TrainTask(submitit.helpers.Checkpointable):
             torch.set_num_threads(int(os.environ["SLURM_CPUS_PER_TASK"]))
         cfg = OmegaConf.create(self.config)
         run_dir = run_dir_for(cfg)
-        if _is_ended(run_dir, cfg):  # requeued after it had ended: nothing left to do
+        if ended_state(run_dir, cfg):  # requeued after it had ended: nothing left to do
             write_state("finished")
             return str(run_dir)
         requeue = signal.getsignal(signal.SIGUSR2)  # submitit's: checkpoint() + scontrol requeue + exit
@@ -257,43 +262,97 @@ def executor(launcher: DictConfig, folder: Path) -> submitit.SlurmExecutor:
     return ex
 
 
-def submit_slurm(configs: list[DictConfig], overrides: list[list[str]]) -> tuple[str, Path, list[tuple[int, str]]]:
-    """Submits the runs still to do as one array job. Returns (job id, sweep dir, runs skipped: ended or still
-    queued). Everything that can fail here (checks, folders, the manifest) is done before sbatch is called."""
+@dataclass
+class Prepared:
+    """A SLURM submission checked and ready, nothing written yet (prepare_slurm)."""
+    configs: list[DictConfig]
+    overrides: list[list[str]]
+    launcher: DictConfig
+    sweep_dir: Path
+    todo: list[int]  # runs to submit
+    skipped: list[tuple[int, str]]  # (run, "finished" / "diverged" / "queued")
+
+
+@dataclass
+class Submitted:
+    job_id: str  # the array's id; "" when there was nothing to submit
+    sweep_dir: Path
+    skipped: list[tuple[int, str]]
+    tasks: int
+    late_signal: str = ""  # a stop signal that arrived while sbatch ran (the array is submitted whole all the same)
+
+
+def prepare_slurm(configs: list[DictConfig], overrides: list[list[str]]) -> Prepared:
+    """Everything a submission checks before it writes: SLURM is there, the sweep plan, runs still queued from
+    an earlier submission. Reads only: a stop signal may end it anywhere."""
     launcher = same_launcher(configs)
     _check_slurm(launcher)
     sweep_dir, todo, ended = plan(configs, overrides)
     queued = queued_runs(sweep_dir)
     ended += [(i, "queued") for i in todo if str(run_dir_for(configs[i]).relative_to(sweep_dir)) in queued]
     todo = [i for i in todo if (i, "queued") not in ended]
-    if not todo:
-        return "", sweep_dir, ended
-    folder = sweep_dir / JOBS
-    ex = executor(launcher, folder)
-    made = [d for d in (sweep_dir, folder) if not d.exists()]
-    folder.mkdir(parents=True, exist_ok=True)
-    before = set(folder.iterdir())
+    return Prepared(configs, overrides, launcher, sweep_dir, todo, ended)
+
+
+def _stop_if_signalled(signals: held_signals.Held, tasks: int) -> None:
+    """Preempted when a stop signal has arrived: the one the command recorded before held(), or one held since."""
+    if stopping.code() or signals.received:
+        signum = stopping.signum_of(stopping.code()) if stopping.code() else getattr(signal, signals.received[0])
+        raise stopping.Preempted(f"stopped before sbatch: none of the {tasks} task(s) submitted, nothing written",
+                                 signum)
+
+
+def submit_prepared(p: Prepared) -> Submitted:
+    """Submits the runs still to do as one array job. Everything that can fail here (folders, the manifest) is
+    done before sbatch is called. A stop signal up to sbatch's call stops the submission with nothing submitted
+    and nothing left behind (Preempted: exit 3); from sbatch's call on, signals wait for its answer, and the
+    array is submitted whole with its manifest complete (ssl_zoo.launch.held_signals)."""
+    if not p.todo:
+        return Submitted("", p.sweep_dir, p.skipped, 0)
+    folder = p.sweep_dir / JOBS
+    ex = executor(p.launcher, folder)
     tasks = []
-    for i in todo:
-        cfg = configs[i].copy()
-        cfg.out_dir = str(sweep_dir)  # absolute: the task's working directory may differ
+    for i in p.todo:
+        cfg = p.configs[i].copy()
+        cfg.out_dir = str(p.sweep_dir)  # absolute: the task's working directory may differ
         tasks.append(TrainTask(OmegaConf.to_container(cfg, resolve=True)))
-    # the manifest first: a submitted array always has one (its job ids are filled in once sbatch answers)
-    manifest = write_manifest(sweep_dir, "slurm-" + time.strftime("%Y%m%d-%H%M%S"), "slurm", configs, todo,
-                              ended, overrides, [None] * len(todo))
-    try:
-        # clean_env: no SLURM_*/RANK variables of this shell leak into the tasks; sbatch's complaint (submitit
-        # echoes it on stderr) becomes the one-line error below.
-        with submitit.helpers.clean_env(), redirect_stderr(io.StringIO()):
-            jobs = ex.submit_array(tasks)
-    except (submitit.core.utils.FailedJobError, subprocess.CalledProcessError, OSError) as err:
-        for path in set(folder.iterdir()) - before:  # nothing was submitted: leave nothing behind
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        for d in reversed(made):
-            d.rmdir()
-        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-        raise UserError(f"sbatch refused the job: {lines[0] if lines else type(err).__name__}") from err
-    job_ids = [str(j.job_id) for j in jobs]
-    array_id = job_ids[0].split("_")[0]
-    write_manifest(sweep_dir, array_id, "slurm", configs, todo, ended, overrides, job_ids, path=manifest)
-    return array_id, sweep_dir, ended
+    with held_signals.held() as signals:
+        _stop_if_signalled(signals, len(p.todo))  # before anything is written
+        made = [d for d in (p.sweep_dir, folder) if not d.exists()]
+        folder.mkdir(parents=True, exist_ok=True)
+        before = set(folder.iterdir())
+
+        def remove_what_was_written() -> None:
+            for path in set(folder.iterdir()) - before:
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            for d in reversed(made):
+                d.rmdir()
+
+        # the manifest first: a submitted array always has one (its job ids are filled in once sbatch answers)
+        manifest = write_manifest(p.sweep_dir, "slurm-" + time.strftime("%Y%m%d-%H%M%S"), "slurm", p.configs,
+                                  p.todo, p.skipped, p.overrides, [None] * len(p.todo))
+        try:
+            _stop_if_signalled(signals, len(p.todo))  # the last boundary before sbatch
+        except stopping.Preempted:
+            remove_what_was_written()
+            raise
+        try:
+            # clean_env: no SLURM_*/RANK variables of this shell leak into the tasks; sbatch's complaint (submitit
+            # echoes it on stderr) becomes the one-line error below.
+            with signals.blocked(), submitit.helpers.clean_env(), redirect_stderr(io.StringIO()):
+                jobs = ex.submit_array(tasks)
+        except (submitit.core.utils.FailedJobError, subprocess.CalledProcessError, OSError) as err:
+            remove_what_was_written()  # nothing was submitted: leave nothing behind
+            lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+            raise UserError(f"sbatch refused the job: {lines[0] if lines else type(err).__name__}") from err
+        job_ids = [str(j.job_id) for j in jobs]
+        array_id = job_ids[0].split("_")[0]
+        write_manifest(p.sweep_dir, array_id, "slurm", p.configs, p.todo, p.skipped, p.overrides, job_ids,
+                       path=manifest)
+    return Submitted(array_id, p.sweep_dir, p.skipped, len(p.todo), ", ".join(dict.fromkeys(signals.received)))
+
+
+def submit_slurm(configs: list[DictConfig], overrides: list[list[str]]) -> tuple[str, Path, list[tuple[int, str]]]:
+    """prepare_slurm, then submit_prepared. Returns (job id, sweep dir, runs skipped: ended or still queued)."""
+    sent = submit_prepared(prepare_slurm(configs, overrides))
+    return sent.job_id, sent.sweep_dir, sent.skipped

@@ -148,15 +148,32 @@ def same_probes(a: dict, b: dict) -> bool:
         (a.get("linear") or {}).get("n_train") == (b.get("linear") or {}).get("n_train"))
 
 
+SGD_KEYS = ("linear_sgd_top1", "linear_sgd_top5", "linear_sgd")  # eval.protocol=sgd's numbers and details
+
+
 def stale(key: str, earlier, fresh: dict, same_step: bool) -> bool:
-    """Whether an earlier evaluation's entry that this one did not recompute must go: the SGD protocol's details
-    describe the earlier top-level numbers (kept, they would label an L-BFGS top-1 as SGD); projector and
-    fine-tuning numbers hold for their checkpoint only; probe numbers compare only when scored alike."""
-    if key in ("linear_sgd", "linear_lbfgs"):
+    """Whether an earlier evaluation's entry that this one did not recompute must go: SGD numbers that still hold
+    are already carried into `fresh` (keep_sgd), the rest go (linear_lbfgs: an older file's copy of the L-BFGS
+    numbers, now linear_top1 itself); projector and fine-tuning numbers hold for their checkpoint only; probe
+    numbers compare only when scored alike."""
+    if key in (*SGD_KEYS, "linear_lbfgs"):
         return True
     if key in ("projector", "finetune") and not same_step:
         return True
     return key in ("projector", "random_init", "raw_pixels") and not same_probes(earlier, fresh)
+
+
+def keep_sgd(earlier: dict, fresh: dict, same_step: bool) -> None:
+    """An earlier eval.protocol=sgd evaluation that this one did not repeat stays (for the run and its random-init
+    baseline) while it describes the same weights and train images: a later `ssl-zoo eval` with the default
+    protocol adds to it instead of erasing it. The random init is the same weights at every checkpoint."""
+    for name, still_same in ((None, same_step), ("random_init", True)):
+        old = earlier if name is None else earlier.get(name) or {}
+        new = fresh if name is None else fresh.get(name)
+        if not isinstance(new, dict) or "linear_sgd" in new or not isinstance(old.get("linear_sgd"), dict):
+            continue
+        if still_same and old["linear_sgd"].get("n_train") == (new.get("linear") or {}).get("n_train"):
+            new.update({key: old[key] for key in SGD_KEYS if key in old})
 
 
 @dataclass
@@ -238,6 +255,7 @@ def _evaluate(run_dir: Path, ready: _Ready, start: float) -> dict:
         if rows:
             results.update(monitors.final_collapse(cfg, rows[-1]))  # `collapsed` and the last collapse metrics
     fresh = evaluate_trained(method, data, cfg, ready.device, run_dir, rows)
+    keep_sgd(previous, fresh, same_step)
     results.update(fresh)
     for key in [k for k in results if k not in fresh and stale(k, results[k], fresh, same_step)]:
         del results[key]

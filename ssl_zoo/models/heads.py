@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from ssl_zoo.models.linear_predictor import LinearPredictor
+
 ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "gelu": nn.GELU}
 
 
@@ -31,8 +33,17 @@ def mlp(in_dim: int, cfg) -> nn.Sequential:
 
 
 def predictor_head(in_dim: int, cfg) -> nn.Module:
-    """The predictor on top of the projector: the MLP of cfg, or the identity when cfg.enabled is false (the
-    no_predictor ablation); its parameters get no gradient when cfg.trainable is false."""
-    head = mlp(in_dim, cfg) if cfg.enabled else nn.Identity()
+    """The predictor on top of the projector: by cfg.kind the MLP of cfg (mlp, the default), one bias-free
+    in_dim x in_dim layer (linear), or that layer set from its inputs' correlation (directpred; keys f_momentum,
+    directpred_eps, directpred_freq; ssl_zoo.models.linear_predictor); the identity when cfg.enabled is false (the
+    no_predictor ablation). Its parameters get no gradient when cfg.trainable is false."""
+    kind = str(cfg.get("kind", "mlp"))
+    if not cfg.enabled:
+        head: nn.Module = nn.Identity()
+    elif kind == "mlp":
+        head = mlp(in_dim, cfg)
+    else:
+        head = LinearPredictor(in_dim, kind, rho=float(cfg.f_momentum), eps=float(cfg.directpred_eps),
+                               freq=int(cfg.directpred_freq))
     head.requires_grad_(bool(cfg.trainable))
     return head

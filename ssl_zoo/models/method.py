@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ssl_zoo.common.errors import UserError
+from ssl_zoo.models.linear_predictor import LinearPredictor
 from ssl_zoo.models.targets import MomentumPairs, make_momentum_targets, momentum_at, update_momentum_targets
 
 
@@ -56,6 +57,15 @@ class Method(nn.Module):
         the scheduled tau (none declared: nothing); a method with more to do calls super().after_step first."""
         if self.momentum_pairs:
             update_momentum_targets(self, self.momentum_pairs, self.tau(progress))
+        predictor = getattr(self, "predictor", None)
+        if isinstance(predictor, LinearPredictor):  # its running input correlation; DirectPred sets its weight
+            predictor.after_step()
+
+    def epoch_logs(self) -> dict[str, float]:
+        """Numbers of the method's own state for metrics.csv at each epoch's end (rank 0, after the epoch):
+        a linear predictor's eigenspace alignment (ssl_zoo.models.linear_predictor)."""
+        predictor = getattr(self, "predictor", None)
+        return predictor.epoch_logs() if isinstance(predictor, LinearPredictor) else {}
 
     def make_momentum_targets(self) -> None:
         """The frozen copies of momentum_pairs, built once the online modules they copy exist."""
@@ -67,7 +77,8 @@ class Method(nn.Module):
 
     def param_groups(self) -> list[dict]:
         """Groups the optimizer trains; keys: params, lr_mult (default 1), fixed_lr (skip the LR schedule).
-        A `predictor` gets its own group with cfg.predictor.lr_mult / fixed_lr (SimSiam trains it at fixed lr)."""
+        A `predictor` gets its own group with cfg.predictor.lr_mult / fixed_lr (SimSiam trains it at fixed lr)
+        / weight_decay_mult (a multiple of trainer.weight_decay)."""
         predictor = getattr(self, "predictor", None)
         pred = [p for p in predictor.parameters() if p.requires_grad] if predictor is not None else []
         ids = {id(p) for p in pred}
@@ -75,7 +86,8 @@ class Method(nn.Module):
         if pred:
             pcfg = self.cfg.predictor
             groups.append({"params": pred, "lr_mult": float(pcfg.get("lr_mult", 1.0)),
-                           "fixed_lr": bool(pcfg.get("fixed_lr", False))})
+                           "fixed_lr": bool(pcfg.get("fixed_lr", False)),
+                           "weight_decay_mult": float(pcfg.get("weight_decay_mult", 1.0))})
         return groups
 
     @torch.no_grad()

@@ -26,11 +26,13 @@ _TOP = {**{k: ("text", True, False) for k in ("method", "ablation", "data", "enc
         **{k: ("count", True, False) for k in ("epochs", "seed", "epochs_done", "evaluated_step", "total_steps",
                                                  "monitor_images", "processes", "knn_k", "dim")},
         **{k: ("number", True, False) for k in ("wall_s", "images_per_s", "eval_s", "knn_t")},
-        **{k: ("percent", True, False) for k in ("linear_top1", "linear_top5")},  # null: a diverged SGD probe
+        **{k: ("percent", True, False) for k in ("linear_top1", "linear_top5", "linear_sgd_top1",
+                                                  "linear_sgd_top5")},  # null: a diverged SGD probe
         "knn_top1": ("percent", False, False), "online_probe_acc": ("percent", False, False),
         "status": ("status", True, False), "collapsed": ("bool", True, False)}
 _PROBES = {"knn_top1": ("percent", False, True), "linear_top1": ("percent", True, True),
-           "linear_top5": ("percent", True, False)}
+           "linear_top5": ("percent", True, False), "linear_sgd_top1": ("percent", True, False),
+           "linear_sgd_top5": ("percent", True, False)}
 _OBJECTS = {"projector": _PROBES, "random_init": _PROBES, "raw_pixels": _PROBES,
             "linear_lbfgs": {"top1": ("percent", False, True)},
             "linear_sgd": {"top1": ("percent", True, True), "epochs": ("count", False, True),

@@ -14,13 +14,13 @@ from ssl_zoo.common.paths import absolute
 NON_IDENTITY_KEYS = ("out_dir", "run_name", "resume", "progress_bar", "logger", "launcher", "device", "eval")
 
 
-# Keys added to every config after runs were made: left out of the identity when null (what their absence
-# meant), else hashed last in their group (where the experiment files that set them used to put them), so run
-# directories made before them keep their names and resume.
-# Keys added after runs existed: left out of the hash at their default, so older run directories keep their
-# names. Keys that change how fast a run goes but not what it computes never enter the hash.
+# Keys added after runs existed ("group.path", key, default): left out of the hash at their default (what their
+# absence meant), else hashed last in their group, so run directories made before them keep their names and
+# resume. Keys that change how fast a run goes but not what it computes never enter the hash (SPEED_KEYS).
 LATE_KEYS = (("data", "train_subset", None), ("trainer", "steps", None), ("trainer", "compile_mode", "default"),
-             ("data", "decode", "cpu"))
+             ("data", "decode", "cpu"), ("method.predictor", "kind", "mlp"), ("method.predictor", "f_momentum", 0.3),
+             ("method.predictor", "directpred_eps", 0.01), ("method.predictor", "directpred_freq", 1),
+             ("method.predictor", "weight_decay_mult", 1.0), ("monitor", "lidar_images", 1024), ("monitor", "lidar_views", 2))
 
 
 SPEED_KEYS = (("data", "workers"), ("data", "index_dir"))
@@ -29,14 +29,21 @@ SPEED_KEYS = (("data", "workers"), ("data", "index_dir"))
 def config_hash(cfg: DictConfig) -> str:
     identity = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in NON_IDENTITY_KEYS}
     for group, key, default in LATE_KEYS:
-        if isinstance(identity.get(group), dict) and key in identity[group]:
-            value = identity[group].pop(key)
+        node = _node(identity, group)
+        if node is not None and key in node:
+            value = node.pop(key)
             if value != default:
-                identity[group][key] = value
+                node[key] = value
     for group, key in SPEED_KEYS:
         if isinstance(identity.get(group), dict):
             identity[group].pop(key, None)
     return hashlib.sha1(OmegaConf.to_yaml(OmegaConf.create(identity)).encode()).hexdigest()[:8]
+
+
+def _node(tree: dict, dotted: str) -> dict | None:
+    for part in dotted.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree if isinstance(tree, dict) else None
 
 
 def encoder_label(cfg: DictConfig) -> str:

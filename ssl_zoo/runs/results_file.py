@@ -1,4 +1,10 @@
-"""results.json: its one writer and its readers (see ssl_zoo.runs.reading for what they return)."""
+"""results.json: its one writer and its readers (see ssl_zoo.runs.reading for what they return).
+
+linear_top1/linear_top5 are the L-BFGS probe's numbers; eval.protocol=sgd writes its own under
+linear_sgd_top1/linear_sgd_top5 (details under linear_sgd). Files written before that split held the SGD numbers
+in linear_top1/top5 (with linear_protocol "sgd" and the L-BFGS probe's under linear_lbfgs): the readers move them
+to their keys, so every verb reads one meaning per key whatever version wrote the file.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +33,21 @@ def results_or_problem(run_dir: Path) -> tuple[dict | None, str | None]:
     except (ValueError, RecursionError) as err:  # RecursionError: nested deeper than any results.json
         return None, f"{path}: not JSON ({str(err).split(':')[0]})"
     problem = results_problem(res)
-    return (None, f"{path}: {problem}") if problem else (res, None)
+    return (None, f"{path}: {problem}") if problem else (with_lbfgs_headline(res), None)
+
+
+def with_lbfgs_headline(res: dict) -> dict:
+    """An older results.json (linear_protocol "sgd": the SGD numbers in linear_top1/top5) with its numbers under
+    the keys of today's: the L-BFGS probe's in linear_top1/top5, the SGD protocol's in linear_sgd_top1/top5.
+    The run and its random-init baseline alike; anything else is returned as it is."""
+    for part in (res, res.get("random_init")):
+        if not isinstance(part, dict) or part.get("linear_protocol") != "sgd":
+            continue
+        lbfgs = part.pop("linear_lbfgs", None)
+        lbfgs = lbfgs if isinstance(lbfgs, dict) else {}
+        part.update(linear_sgd_top1=part.get("linear_top1"), linear_sgd_top5=part.get("linear_top5"),
+                    linear_top1=lbfgs.get("top1"), linear_top5=lbfgs.get("top5"), linear_protocol="lbfgs")
+    return res
 
 
 def _number(v: object) -> float | None:
@@ -51,6 +71,7 @@ def results_summary(run_dir: Path) -> tuple[dict, list[str]]:
         data = None
     if not isinstance(data, dict):
         return {}, [f"{RESULTS} unreadable (not a json object)"]
+    data = with_lbfgs_headline(data)
     problems = []
     out = {"status": data.get("status") if data.get("status") in STATUSES else None,
            "error": _text(data.get("error")), "epochs": data.get("epochs")}

@@ -86,7 +86,8 @@ def build_trainer(cfg: DictConfig, data: DataSource, run_dir: Path) -> Trainer:
     compiled_views = compile_parts(method, views, str(t.compile_mode)) if t.compile else None
     held_out = data.test_x[: int(cfg.monitor.num_images)].to("cpu")  # streamed images are decoded here, once
     monitor = EpochMonitor(held_out, views, int(cfg.data.image_size), cfg.data.mean, cfg.data.std, int(cfg.seed),
-                           device, batch_size=int(t.batch_size))
+                           device, batch_size=int(t.batch_size), lidar_images=int(cfg.monitor.get("lidar_images", 0)),
+                           lidar_views=int(cfg.monitor.get("lidar_views", 2)))
     settings = TrainSettings(
         seed=int(cfg.seed), batch_size=int(t.batch_size), schedule=schedule,
         grad_clip=float(t.grad_clip) if t.grad_clip else None,

@@ -9,13 +9,14 @@ import torch
 
 def build_optimizer(groups: list[dict], cfg) -> torch.optim.Optimizer:
     """Splits every method group into decay / no-decay halves (BN and bias get no weight decay, and LARS
-    skips its trust ratio for them)."""
+    skips its trust ratio for them); a group's weight_decay_mult scales its decay (a predictor's own)."""
     param_groups = []
     for group in groups:
         extra = {"lr_mult": group.get("lr_mult", 1.0), "fixed_lr": group.get("fixed_lr", False)}
         decay = [p for p in group["params"] if p.ndim > 1]
         no_decay = [p for p in group["params"] if p.ndim <= 1]
-        param_groups += [{"params": decay, "weight_decay": float(cfg.weight_decay), **extra},
+        wd = float(cfg.weight_decay) * float(group.get("weight_decay_mult", 1.0))
+        param_groups += [{"params": decay, "weight_decay": wd, **extra},
                          {"params": no_decay, "weight_decay": 0.0, **extra}]
     param_groups = [g for g in param_groups if g["params"]]
     lr = float(cfg.lr)

@@ -296,6 +296,7 @@ class Trainer:
             correct, labelled = row.pop("online_probe_correct"), row.pop("online_probe_labelled")
             row["online_probe_acc"] = 100.0 * correct / max(labelled, 1e-9)
         row.update(self.monitor.metrics(self.method))
+        row.update(self.method.epoch_logs())  # the method's own state (a linear predictor's alignment)
         row["images_per_s"] = images / max(seconds, 1e-9)
         self.rows.append(row)
         write_metrics(self.run_dir, self.rows)
