@@ -30,9 +30,6 @@ class Held:
     @contextmanager
     def blocked(self) -> Iterator[None]:
         """The stop signals blocked in this thread for the block (and in the processes it starts)."""
-        if not hasattr(signal, "pthread_sigmask"):
-            yield
-            return
         before = signal.pthread_sigmask(signal.SIG_BLOCK, stopping.HANDLED_SIGNALS)
         try:
             yield
