@@ -37,7 +37,7 @@ def predictor_head(in_dim: int, cfg) -> nn.Module:
     in_dim x in_dim layer (linear), or that layer set from its inputs' correlation (directpred; keys f_momentum,
     directpred_eps, directpred_freq; ssl_zoo.models.linear_predictor); the identity when cfg.enabled is false (the
     no_predictor ablation). Its parameters get no gradient when cfg.trainable is false."""
-    kind = str(cfg.get("kind", "mlp"))
+    kind = str(cfg.get("kind") or "mlp")  # absent or null: the MLP
     if not cfg.enabled:
         head: nn.Module = nn.Identity()
     elif kind == "mlp":
