@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssl_zoo.cli import main
 from ssl_zoo.config.load import load_config
 from ssl_zoo.runs.atomic import write_json
 from ssl_zoo.runs.checkpoint import save_checkpoint
 from ssl_zoo.runs.config_file import write_config
 from ssl_zoo.runs.identity import run_dir_for
 
+from in_process import run_main
 from tiny import tiny_overrides
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -258,12 +258,7 @@ def test_every_bad_input_exits_2_with_one_line_and_writes_nothing(tree, capfd):
     failures = []
     for name, argv in _cases(tree).items():
         before = _tree(tree["root"])
-        capfd.readouterr()
-        try:
-            code = main(argv)
-        except SystemExit as exit_:  # argparse
-            code = exit_.code
-        err = capfd.readouterr().err
+        code, err = run_main(argv, capfd)
         try:
             _check(code, err, before, _tree(tree["root"]), name)
         except AssertionError as failure:

@@ -20,15 +20,12 @@ from ssl_zoo.common.errors import UserError
 from ssl_zoo.config.compose import choices
 from ssl_zoo.config.load import load_config
 
+from in_process import run_main
 from tiny import tiny_overrides
 
 
 def _error(capsys, argv: list[str]) -> str:
-    try:
-        code = main(argv)
-    except SystemExit as exit_:  # argparse's errors exit from the parser
-        code = exit_.code
-    err = capsys.readouterr().err
+    code, err = run_main(argv, capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1, (argv, code, err)
     return err
 

@@ -17,7 +17,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ssl_zoo.cli import main
 from ssl_zoo.common.errors import UserError
 from ssl_zoo.config import footprint
 from ssl_zoo.config.load import check_run_config, load_config
@@ -26,6 +25,7 @@ from ssl_zoo.config.run_paths import check_paths
 from ssl_zoo.runs.checkpoint import RESUME_KEYS, find_checkpoint, save_checkpoint
 from ssl_zoo.runs.identity import run_dir_for
 
+from in_process import run_main
 from tiny import tiny_overrides
 
 
@@ -39,15 +39,11 @@ def _refused(overrides: list[str], *fragments: str) -> str:
 
 
 def _cli_refuses(capsys, argv: list[str], *fragments: str) -> str:
-    try:
-        code = main(argv)
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("ssl-zoo: error: "), (code, captured.err)
+    code, err = run_main(argv, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("ssl-zoo: error: "), (code, err)
     assert all(f in lines[0] for f in fragments), lines[0]
-    assert "Traceback" not in captured.err
+    assert "Traceback" not in err
     return lines[0]
 
 

@@ -17,6 +17,7 @@ from ssl_zoo.config.load import load_config
 from ssl_zoo.runs.identity import run_dir_for
 from ssl_zoo.runs.runlock import acquire
 
+from in_process import run_main
 from tiny import tiny_overrides
 
 
@@ -111,12 +112,7 @@ def test_every_refused_verb_exits_2_with_one_line_and_writes_nothing(runs, capfd
     failures = []
     for name, argv in _cases(runs).items():
         before = _files(runs["root"])
-        capfd.readouterr()
-        try:
-            code = main(argv)
-        except SystemExit as exit_:  # argparse
-            code = exit_.code
-        err = capfd.readouterr().err
+        code, err = run_main(argv, capfd)
         lines = err.strip().splitlines()
         if code != 2 or len(lines) != 1 or not lines[0].startswith("ssl-zoo: error: "):
             failures.append(f"{name}: exit {code}: {err}")

